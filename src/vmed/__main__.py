@@ -1,0 +1,3 @@
+from vmed.cli import main
+import sys
+sys.exit(main())
