@@ -1,0 +1,69 @@
+"""``vmed image preview``: write the RGB picture the model would be given for an image file.
+
+Adds its command to ``vmed.cli._apps.image_app``; the loader is imported inside the command so
+that ``vmed --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vmed.cli._apps import image_app
+from vmed.errors import UserInputError
+
+__all__ = ["preview", "parse_window"]
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """Parse ``"center,width"`` (e.g. ``"-600,1500"``) into two floats, or raise UserInputError."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise UserInputError(f"--window expects CENTER,WIDTH (two numbers, e.g. -600,1500), got {text!r}") from None
+
+
+@image_app.command("preview")
+def preview(
+    input: Path = typer.Argument(..., help="Image file: PNG, JPEG, BMP, TIFF or DICOM (format read from the content)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the preview; must end with .png (lossless)."),
+    window: Optional[str] = typer.Option(None, "--window", help="DICOM window CENTER,WIDTH in modality units (HU for CT), e.g. -600,1500."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Named DICOM window: lung, soft-tissue, bone or brain."),
+    frame: Optional[int] = typer.Option(
+        None, "--frame", min=0, help="0-based frame of a multi-frame DICOM (default: middle) or TIFF page (default: first)."
+    ),
+    size: Optional[int] = typer.Option(
+        None, "--size", min=1, help="Resize so the longer side is N pixels, keeping the aspect ratio (default: no resize)."
+    ),
+) -> None:
+    """Write the RGB image the model would be given (before the processor's resize, unless --size).
+
+    --window and --preset change grayscale DICOM only; for other images a note says so.
+    """
+    from PIL import Image
+
+    from vmed.imaging import load_image, sniff_format
+
+    if output.suffix.lower() != ".png":
+        raise UserInputError(f"--output {output}: must end with .png, so that the preview is lossless")
+    image = load_image(input, window=parse_window(window) if window is not None else None, preset=preset, frame=frame)
+    if window is not None or preset is not None:
+        with input.open("rb") as f:
+            fmt = sniff_format(f.read(132))
+        if fmt != "dicom":
+            typer.echo(f"note: --window/--preset change grayscale DICOM only; {input} is {str(fmt).upper()}, written as is", err=True)
+    if size is not None:
+        scale = size / max(image.size)
+        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        image.save(output, format="PNG")
+    except OSError as e:
+        raise UserInputError(f"--output {output}: cannot write the preview ({e.strerror or type(e).__name__})") from None
+    typer.echo(f"wrote {output} ({image.width}x{image.height} RGB)")

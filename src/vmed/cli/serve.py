@@ -1,0 +1,72 @@
+"""``vmed serve``: the OpenAI-compatible HTTP API and the web UI for one model, with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vmed.cli._apps import app
+from vmed.errors import UserInputError
+
+
+@app.command("serve")
+def serve(
+    model: Path = typer.Option(..., "--model", help="Model dir (plain HF LLaVA dir, training run dir or exported dir)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. There is no authentication: keep 127.0.0.1 unless a proxy guards it."),
+    port: int = typer.Option(8000, help="TCP port."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model id reported by /v1/models (default: the model dir's name)."),
+    device: Optional[str] = typer.Option(None, help="torch device (default: cuda if available, else cpu)."),
+    max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body in MiB; larger bodies get 413 before they are read."),
+    max_image_pixels: int = typer.Option(50_000_000, "--max-image-pixels", help="Pixel budget per image, checked from the header before decoding (400)."),
+    max_images: int = typer.Option(4, "--max-images", help="Most images per request (400 above); the model sees the last one."),
+    max_concurrent: int = typer.Option(4, "--max-concurrent", help="Requests processed at once; more get 429 at once."),
+    default_max_tokens: int = typer.Option(256, "--default-max-tokens", help="max_tokens when a request sets none (clamped to the context)."),
+    allow_image_host: list[str] = typer.Option([], "--allow-image-host", help="Host that http(s) image URLs may name (repeatable). Default: none, URLs refused."),
+    image_fetch_timeout: float = typer.Option(10.0, "--image-fetch-timeout", help="Seconds allowed for fetching one image URL, redirects included."),
+    image_fetch_max_mb: float = typer.Option(16.0, "--image-fetch-max-mb", help="Largest image fetched from a URL, in MiB."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn/vmed log level (debug, info, warning, error)."),
+) -> None:
+    """Serve a model over HTTP: POST /v1/chat/completions (OpenAI format, streaming), GET /v1/models, GET /health, and the web UI at /."""
+    from vmed.inference import Engine
+    from vmed.serve.api import create_app
+    from vmed.serve.limits import ServeLimits
+
+    for flag, value in (("--max-images", max_images), ("--max-concurrent", max_concurrent), ("--max-image-pixels", max_image_pixels),
+                        ("--default-max-tokens", default_max_tokens)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--max-body-mb", max_body_mb), ("--image-fetch-timeout", image_fetch_timeout), ("--image-fetch-max-mb", image_fetch_max_mb)):
+        if value <= 0:
+            raise UserInputError(f"{flag} must be positive, got {value}")
+    if not model.exists():
+        raise UserInputError(f"--model {model}: no such directory; pass a model dir made by `vmed model build` or a training run dir")
+
+    limits = ServeLimits(
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_image_pixels=max_image_pixels,
+        max_images=max_images,
+        max_concurrent=max_concurrent,
+        allowed_image_hosts=tuple(h.lower().rstrip(".") for h in allow_image_host),
+        fetch_timeout_s=image_fetch_timeout,
+        fetch_max_bytes=int(image_fetch_max_mb * 1024 * 1024),
+        default_max_tokens=default_max_tokens,
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = Engine.from_pretrained(str(model), device=device)
+    application = create_app(engine, limits, model_name=name or model.resolve().name)
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        typer.echo(f"warning: binding {host}: the API has no authentication; anyone who can reach this address can use it", err=True)
+    typer.echo(f"vmed serve: http://{host}:{port}/ (web UI), http://{host}:{port}/v1 (OpenAI API)", err=True)
+
+    import uvicorn
+
+    uvicorn.run(application, host=host, port=port, log_level=log_level.lower())

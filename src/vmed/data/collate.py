@@ -1,0 +1,199 @@
+"""Training dataset and collator: dialogue records -> padded batches for ``LlavaForConditionalGeneration``.
+
+Every record is encoded once, up front, by ``vmed.data.template.encode_dialogue`` (all turns in one
+sequence, labels on assistant tokens only), so sequence lengths are known before training: the
+length-grouped sampler uses them and the padding fraction can be reported. Images are loaded
+lazily through ``vmed.imaging.load_image`` and the processor's image processor (and kept in memory
+when the whole set of pixel tensors is small).
+
+Batch layout (B sequences, longest L, ``n_img`` of them with an image)::
+
+    input_ids       LongTensor [B, L]   right-padded with the tokenizer's pad id
+    attention_mask  LongTensor [B, L]   1 for real tokens, 0 for padding
+    labels          LongTensor [B, L]   IGNORE_INDEX on padding and non-assistant tokens
+    pixel_values    FloatTensor [n_img, 3, H, W]   (absent when no sequence of the batch has an image)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from vmed.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
+from vmed.data.schema import Dialogue, resolve_image
+
+__all__ = [
+    "DialogueDataset",
+    "DialogueCollator",
+    "LengthGroupedSampler",
+    "length_grouped_batches",
+    "random_batches",
+    "padding_fraction",
+]
+
+_PIXEL_CACHE_BYTES = 256 * 2**20
+"""Decoded pixel tensors are kept in memory when all of them together need less than this."""
+
+
+class DialogueDataset(Dataset):
+    """Encoded dialogues plus their images.
+
+    Args:
+        records: dialogue records; ``image`` paths are resolved against ``jsonl_path``'s folder.
+        jsonl_path: the file the records came from (for image paths and error messages).
+        processor: a ``LlavaProcessor`` (its tokenizer and image processor are used).
+        num_image_tokens: image tokens per image (``vmed.model.num_image_tokens(model)``).
+        max_length: longest sequence; trailing turns that do not fit are dropped (and counted).
+        system: the system prompt of every sequence.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Dialogue],
+        jsonl_path: str | os.PathLike,
+        processor: Any,
+        *,
+        num_image_tokens: int,
+        max_length: int | None,
+        system: str | None = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        from vmed.data.template import encode_dialogue
+
+        self.processor = processor
+        self.jsonl_path = Path(jsonl_path)
+        self.items: list[tuple[Any, Path | None]] = []
+        self.dropped_turns = 0
+        for rec in records:
+            image = resolve_image(rec, self.jsonl_path)
+            enc = encode_dialogue(
+                processor.tokenizer,
+                [(t.question, t.answer) for t in rec.turns],
+                num_image_tokens=num_image_tokens if image is not None else 0,
+                system=system,
+                max_length=max_length,
+            )
+            self.dropped_turns += enc.dropped_turns
+            self.items.append((enc, image))
+        self.lengths = [len(enc.input_ids) for enc, _ in self.items]
+        self._pixels: dict[Path, torch.Tensor] = {}
+        self._cache_ok: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def pixel_values(self, path: Path) -> torch.Tensor:
+        """The image at ``path`` as the model sees it: FloatTensor [3, H, W]."""
+        cached = self._pixels.get(path)
+        if cached is not None:
+            return cached
+        from vmed.imaging import load_image
+
+        image = load_image(path)
+        pixels = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        if self._cache_ok is None:
+            n_images = len({p for _, p in self.items if p is not None})
+            self._cache_ok = pixels.numel() * pixels.element_size() * n_images <= _PIXEL_CACHE_BYTES
+        if self._cache_ok:
+            self._pixels[path] = pixels
+        return pixels
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        enc, image = self.items[i]
+        item: dict[str, Any] = {
+            "input_ids": torch.tensor(enc.input_ids, dtype=torch.long),
+            "labels": torch.tensor(enc.labels, dtype=torch.long),
+            "attention_mask": torch.tensor(enc.attention_mask, dtype=torch.long),
+        }
+        if image is not None:
+            item["pixel_values"] = self.pixel_values(image)
+        return item
+
+
+@dataclass
+class DialogueCollator:
+    """Right-pads a list of dataset items into one batch (see the module docstring for shapes)."""
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(it["input_ids"]) for it in items)
+        batch_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
+        batch_labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
+        batch_mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            batch_ids[row, :n] = it["input_ids"]
+            batch_labels[row, :n] = it["labels"]
+            batch_mask[row, :n] = it["attention_mask"]
+        batch = {"input_ids": batch_ids, "attention_mask": batch_mask, "labels": batch_labels}
+        pixels = [it["pixel_values"] for it in items if "pixel_values" in it]
+        if pixels:
+            batch["pixel_values"] = torch.stack(pixels)
+        return batch
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffle, split into mega-batches of 50 batches, sort each by length (longest first), cut into batches.
+
+    The same recipe as transformers' ``get_length_grouped_indices``, returned as batches.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    return batches
+
+
+def random_batches(n: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Plain shuffled batches (the baseline for the padding fraction)."""
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[j : j + batch_size] for j in range(0, n, batch_size)]
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of the token slots in padded batches that are padding: 1 - real tokens / (B * longest) summed."""
+    real = sum(lengths[i] for b in batches for i in b)
+    slots = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+    return 0.0 if slots == 0 else 1.0 - real / slots
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Indices in length-grouped order, reshuffled per epoch from ``seed + epoch`` (resume-safe).
+
+    Within each group of ``batch_size`` consecutive indices lengths are similar; the Trainer (or
+    accelerate, per process) cuts the index stream into batches. ``set_epoch`` is called by the
+    Trainer at the start of each epoch, so a resumed run sees the same order as an uninterrupted one.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        batches = length_grouped_batches(self.lengths, self.batch_size, g)
+        # full batches in random order, the longest first (an early out-of-memory); a short batch last,
+        # so that cutting the index stream into batch_size pieces gives back exactly these groups
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        if full:
+            longest = max(range(len(full)), key=lambda k: max(self.lengths[i] for i in full[k]))
+            rest = [full[k] for k in torch.randperm(len(full), generator=g).tolist() if k != longest]
+            full = [full[longest]] + rest
+        for b in full + short:
+            yield from b

@@ -1,0 +1,87 @@
+"""SLAKE 1.0 (Liu et al. 2021, https://www.med-vqa.com/slake/).
+
+Layout: ``train.json``, ``validate.json``, ``test.json`` and ``imgs/xmlabN/source.jpg``. Rows carry
+``img_name`` ("xmlabN/source.jpg"), ``question``, ``answer``, ``q_lang`` (en/zh), ``location``,
+``modality``, ``answer_type``, ``content_type``, ``base_type``, ``triple`` and ``qid``; key order varies.
+English only by default (``--lang zh`` or ``--lang all`` for the rest); an empty answer (train qid
+1622) is skipped by ``build`` and counted. ``content_type`` becomes the turn's question_type;
+location and modality go in the record's meta.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from vmed.data.converters.base import (
+    ConvertOptions,
+    DataFormatError,
+    QARow,
+    Tally,
+    load_json,
+    normalise_answer,
+    normalise_answer_type,
+)
+from vmed.errors import UserInputError
+
+__all__ = ["SlakeConverter"]
+
+_FILES = {"train": "train.json", "validation": "validate.json", "test": "test.json"}
+_REQUIRED = ("img_name", "question", "answer")
+LANGS = ("en", "zh", "all")
+
+
+class SlakeConverter:
+    name = "slake"
+    streaming = False
+
+    def _files(self, path: Path) -> dict[str, Path]:
+        if path.is_file():
+            path = path.parent
+        files = {s: path / n for s, n in _FILES.items() if (path / n).is_file()}
+        if not files:
+            raise UserInputError(f"{path}: not a SLAKE folder. Expected train.json, validate.json and/or test.json.")
+        return files
+
+    def splits(self, path: Path, opts: ConvertOptions) -> list[str]:
+        return list(self._files(path))
+
+    def read(self, path: Path, opts: ConvertOptions, tally: Tally) -> Iterator[QARow]:
+        if opts.lang not in LANGS:
+            raise UserInputError(f"--lang {opts.lang!r}: SLAKE has 'en' and 'zh'; use one of {', '.join(LANGS)}")
+        files = self._files(path)
+        root = next(iter(files.values())).parent
+        images = root / "imgs"
+        for split, file in files.items():
+            rows = load_json(file)
+            if not isinstance(rows, list):
+                raise DataFormatError(f"{file}: expected a JSON array of question rows, got {type(rows).__name__}")
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise DataFormatError.at(file, i, f"expected an object with {', '.join(_REQUIRED)}")
+                for key in _REQUIRED:
+                    if key not in row:
+                        raise DataFormatError.at(file, i, f"missing field '{key}' (SLAKE rows have {', '.join(_REQUIRED)}, q_lang, ...)")
+                tally.saw(split)
+                lang = str(row.get("q_lang", "en")).strip().lower()
+                if opts.lang != "all" and lang != opts.lang:
+                    tally.skip(split, "other_language")
+                    continue
+                answer = normalise_answer(row["answer"])
+                name = str(row["img_name"]).strip()
+                meta = {k: str(row[k]).strip() for k in ("location", "modality") if row.get(k)}
+                meta["lang"] = lang
+                qtype = str(row["content_type"]).strip() if row.get("content_type") else None
+                yield QARow(
+                    split=split,
+                    image_key=name,
+                    image_path=images / name,
+                    question=normalise_answer(row["question"]),
+                    answer=answer,
+                    answer_type=normalise_answer_type(row.get("answer_type"), answer),
+                    question_type=qtype,
+                    qid=None if row.get("qid") is None else str(row["qid"]),
+                    meta=meta,
+                    variant=lang if opts.lang == "all" else None,
+                    where=f"{file}, row {i}",
+                )

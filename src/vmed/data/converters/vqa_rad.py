@@ -1,0 +1,106 @@
+"""VQA-RAD (Lau et al. 2018): the official OSF release and the MEVF processed form.
+
+- Official (https://osf.io/89kps/): ``VQA_RAD Dataset Public.json`` + ``VQA_RAD Image Folder/``.
+  The split is in ``phrase_type``: freeform/para = train, test_freeform/test_para = test.
+- MEVF (github.com/aioz-ai/MICCAI19-MedVQA, ``data_RAD``): ``trainset.json``, ``testset.json``, ``images/``.
+  It adds ``frame`` rows (templated questions), kept only with ``--include-frames``.
+
+Quirks handled: int answers, ``answer_type`` with a trailing space (``"CLOSED "``), combined
+question types (``"PRES, POS"``) and typos (``PRSE``, ``ATRIB``, ``Other``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from vmed.data.converters.base import (
+    ConvertOptions,
+    DataFormatError,
+    QARow,
+    Tally,
+    load_json,
+    normalise_answer,
+    normalise_answer_type,
+)
+from vmed.errors import UserInputError
+
+__all__ = ["VqaRadConverter", "normalise_vqa_rad_qtype"]
+
+OFFICIAL_JSON = "VQA_RAD Dataset Public.json"
+OFFICIAL_IMAGES = "VQA_RAD Image Folder"
+_OFFICIAL_SPLIT = {"freeform": "train", "para": "train", "frame": "train", "test_freeform": "test", "test_para": "test"}
+_QTYPE_TYPOS = {"PRSE": "PRES", "ATRIB": "ATTRIB"}
+_REQUIRED = ("image_name", "question", "answer")
+
+
+def normalise_vqa_rad_qtype(raw: Any) -> str | None:
+    """``"pres, pos "`` -> ``"PRES, POS"``; known typos fixed (PRSE -> PRES, ATRIB -> ATTRIB)."""
+    if raw is None or not str(raw).strip():
+        return None
+    parts = [p.strip().upper() for p in str(raw).split(",") if p.strip()]
+    return ", ".join(_QTYPE_TYPOS.get(p, p) for p in parts)
+
+
+class VqaRadConverter:
+    name = "vqa-rad"
+    streaming = False
+
+    def _layout(self, path: Path) -> tuple[str, dict[str, Path], Path]:
+        if path.is_file():
+            path = path.parent
+        official = path / OFFICIAL_JSON
+        if official.is_file():
+            return "official", {"all": official}, path / OFFICIAL_IMAGES
+        files = {s: path / f"{s}set.json" for s in ("train", "test") if (path / f"{s}set.json").is_file()}
+        if files:
+            return "mevf", files, path / "images"
+        raise UserInputError(
+            f"{path}: not a VQA-RAD folder. Expected '{OFFICIAL_JSON}' (official OSF release) "
+            "or trainset.json/testset.json (MEVF form)."
+        )
+
+    def splits(self, path: Path, opts: ConvertOptions) -> list[str]:
+        layout, files, _ = self._layout(path)
+        return ["train", "test"] if layout == "official" else list(files)
+
+    def read(self, path: Path, opts: ConvertOptions, tally: Tally) -> Iterator[QARow]:
+        layout, files, images = self._layout(path)
+        for file_split, file in files.items():
+            rows = load_json(file)
+            if not isinstance(rows, list):
+                raise DataFormatError(f"{file}: expected a JSON array of question rows, got {type(rows).__name__}")
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise DataFormatError.at(file, i, f"expected an object with {', '.join(_REQUIRED)}")
+                for key in _REQUIRED:
+                    if key not in row:
+                        raise DataFormatError.at(file, i, f"missing field '{key}' (VQA-RAD rows have {', '.join(_REQUIRED)}, ...)")
+                phrase = str(row.get("phrase_type", "")).strip()
+                if layout == "official":
+                    if phrase not in _OFFICIAL_SPLIT:
+                        raise DataFormatError.at(
+                            file, i, f"phrase_type {phrase!r} is not one of {sorted(_OFFICIAL_SPLIT)}; it decides the split"
+                        )
+                    split = _OFFICIAL_SPLIT[phrase]
+                else:
+                    split = file_split
+                tally.saw(split)
+                if phrase == "frame" and not opts.include_frames:
+                    tally.skip(split, "frame_row")
+                    continue
+                answer = normalise_answer(row["answer"])
+                name = str(row["image_name"]).strip()
+                meta = {"organ": str(row["image_organ"]).strip()} if row.get("image_organ") else {}
+                yield QARow(
+                    split=split,
+                    image_key=name,
+                    image_path=images / name,
+                    question=normalise_answer(row["question"]),
+                    answer=answer,
+                    answer_type=normalise_answer_type(row.get("answer_type"), answer),
+                    question_type=normalise_vqa_rad_qtype(row.get("question_type")),
+                    qid=None if row.get("qid") is None else str(row["qid"]),
+                    meta=meta,
+                    where=f"{file}, row {i}",
+                )

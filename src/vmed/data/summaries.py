@@ -1,0 +1,511 @@
+"""Dialogue summaries: what a per-image dialogue established, in one or two sentences.
+
+``TemplateSummarizer`` (the default; offline, deterministic) writes a clinician-style note using only
+facts from the answers:
+
+1. an overview sentence from the modality, plane and body-region answers:
+   ``"Axial MRI of the abdomen (T2-weighted)."``;
+2. a findings sentence: yes/no questions become statements (``"Is the liver visible?" yes`` ->
+   ``"the liver is visible"``, ``"Is there a kidney?" no`` -> ``"there is no kidney"``) and open
+   answers are slotted into the question (``"What is the composition of the mass?" fat`` ->
+   ``"the composition of the mass is fat"``), at most ``max_findings`` of them, joined by ``;``.
+
+Turns that fit no pattern are left out rather than listed as Q/A pairs.
+
+``LlmSummarizer`` asks a language model (an OpenAI-compatible endpoint, or a Hugging Face causal LM
+id/path run with transformers) with a prompt file (``DEFAULT_LLM_PROMPT`` unless given), caches
+each summary in a JSONL file keyed by sha256(dialogue turns + prompt + model) so that an
+interrupted run resumes where it stopped, caps the length at ``max_words``, and falls back to the
+template (counted, with the reason) when the response is empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from vmed.data.schema import Dialogue, Turn
+from vmed.errors import UserInputError
+
+__all__ = [
+    "Summarizer",
+    "TemplateSummarizer",
+    "LlmSummarizer",
+    "OpenAIBackend",
+    "HFBackend",
+    "DEFAULT_LLM_PROMPT",
+    "template_summary",
+    "statement",
+    "cap_words",
+]
+
+
+class Summarizer(Protocol):
+    name: str
+
+    def summarize(self, dialogue: Dialogue) -> str: ...
+
+    def stats(self) -> dict: ...
+
+
+def cap_words(text: str, max_words: int) -> str:
+    """Cut ``text`` to at most ``max_words`` words, ending the cut text with a full stop."""
+    words = text.split()
+    if max_words <= 0 or len(words) <= max_words:
+        return text.strip()
+    cut = " ".join(words[:max_words]).rstrip(",;:")
+    return cut if cut.endswith((".", "!", "?")) else cut + "."
+
+
+# --- vocabularies -------------------------------------------------------------------------------
+
+_MODALITIES = {
+    "mri": "MRI", "mr": "MRI", "ct": "CT", "x-ray": "X-ray", "xray": "X-ray", "radiograph": "radiograph",
+    "ultrasound": "ultrasound", "us": "ultrasound", "pet": "PET", "mammogram": "mammogram", "angiogram": "angiogram",
+    "fluoroscopy": "fluoroscopy", "cta": "CT angiogram", "mra": "MR angiogram", "film": "X-ray",
+}
+_DETAILS = {"t1": "T1-weighted", "t2": "T2-weighted", "flair": "FLAIR", "dwi": "diffusion-weighted", "adc": "ADC map",
+            "contrast": "with contrast", "with contrast": "with contrast", "noncontrast": "without contrast"}
+_PLANES = {"axial": "axial", "transverse": "axial", "coronal": "coronal", "sagittal": "sagittal", "pa": "PA", "ap": "AP",
+           "lateral": "lateral", "oblique": "oblique", "posteroanterior": "PA", "anteroposterior": "AP"}
+_BE = {"is": "is", "are": "are", "was": "was", "were": "were", "is/are": "is"}
+_MODALS = {"can", "could", "will", "would", "should", "may", "might", "must"}
+_DO = {"does": "does", "do": "do", "did": "did"}
+_HAVE = {"has", "have", "had"}
+_DETERMINERS = {"the", "this", "that", "these", "those", "its", "their", "a", "an", "any", "both", "his", "her", "each"}
+_PRED_START = {
+    "a", "an", "no", "not", "in", "on", "at", "within", "inside", "outside", "located", "seen", "present", "visible",
+    "normal", "abnormal", "enlarged", "larger", "smaller", "bigger", "well", "more", "less", "consistent", "compatible",
+    "suggestive", "likely", "found", "shown", "identified", "noted", "evident", "affected", "involved", "near", "above",
+    "below", "behind", "under", "over", "between", "to", "from", "with", "without", "hyperdense", "hypodense",
+    "hyperintense", "hypointense", "bright", "dark", "white", "black", "gray", "grey", "symmetric", "symmetrical",
+    "asymmetric", "asymmetrical", "unilateral", "bilateral", "midline", "mobile", "homogeneous", "heterogeneous",
+    "round", "irregular", "smooth", "large", "small", "big", "thick", "thin", "dilated", "wider", "narrow", "same",
+    "similar", "different", "part", "one", "two", "there", "taken", "obtained", "able", "unable",
+}
+_WHERE_PREPS = {"in", "on", "at", "within", "inside", "outside", "near", "above", "below", "behind", "under", "over",
+                "between", "along", "throughout", "around", "beside"}
+_DIRECTIONS = {"anterior", "posterior", "superior", "inferior", "medial", "lateral", "proximal", "distal", "adjacent", "next"}
+_REGIONS = {"chest", "abdomen", "abdominal", "head", "brain", "pelvis", "pelvic", "spine", "neck", "knee", "hand", "foot",
+            "lung", "kidney", "liver", "skull", "cervical", "lumbar", "thoracic", "shoulder", "hip", "renal", "cardiac"}
+_MRI_DETAILS = {"t1", "t2", "flair", "dwi", "adc"}
+_STOP = {"the", "a", "an", "is", "are", "was", "were", "there", "this", "that", "of", "in", "on", "image", "seen",
+         "present", "visible", "any", "be", "does", "do", "not", "no", "to", "with"}
+_VERBS = {
+    "have", "contain", "show", "display", "appear", "demonstrate", "include", "involve", "cross", "extend", "enhance",
+    "affect", "look", "represent", "exhibit", "suggest", "indicate", "reveal", "belong", "lie", "occupy", "compress",
+    "cause", "measure", "exist", "depict", "visualize", "be", "see", "help", "communicate", "originate", "arise",
+    "deviate", "displace", "obstruct", "abut", "invade", "impinge", "surround", "enter", "reach", "follow", "use",
+}
+_IRREGULAR_PAST = {"have": "had", "show": "showed", "see": "saw", "be": "was", "lie": "lay", "take": "took", "go": "went"}
+_OR_CHOICE = re.compile(r"\b([\w-]+) or ([\w-]+)\b", re.I)
+
+
+def _words(text: str) -> list[str]:
+    text = re.sub(r"\s*-\s*yes/no\s*$", "", text.strip(), flags=re.I).rstrip(" ?.")
+    return text.replace("Is/Are", "Is").replace("is/are", "is").split()
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:] if text else text
+
+
+def _soft_lower(word: str) -> str:
+    """'Chest' -> 'chest'; acronyms and mixed case ('MRI', 'T2', 'X-ray') stay."""
+    return word.lower() if word[:1].isupper() and word[1:].islower() else word
+
+
+def _phrase_lower(text: str) -> str:
+    return " ".join(_soft_lower(w) for w in text.split())
+
+
+def _third_person(verb: str) -> str:
+    v = verb.lower()
+    if v == "have":
+        return "has"
+    if v == "be":
+        return "is"
+    if v.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if v.endswith("y") and len(v) > 1 and v[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _past(verb: str) -> str:
+    v = verb.lower()
+    if v in _IRREGULAR_PAST:
+        return _IRREGULAR_PAST[v]
+    if v.endswith("e"):
+        return verb + "d"
+    if v.endswith("y") and len(v) > 1 and v[-2] not in "aeiou":
+        return verb[:-1] + "ied"
+    return verb + "ed"
+
+
+def _split_subject(words: list[str]) -> tuple[list[str], list[str]] | None:
+    """Split 'the heart enlarged' into (['the', 'heart'], ['enlarged']); None if no split is found."""
+    if not words:
+        return None
+    start = 2 if words[0].lower() in _DETERMINERS and len(words) > 2 else 1
+    if words[0].lower() in {"this", "it", "that"} and len(words) > 1 and words[1].lower() in _PRED_START | {"the"}:
+        start = 1
+    for i in range(start, len(words)):
+        w = words[i].lower()
+        prev = words[i - 1].lower()
+        if prev in {"of", "'s", "and"}:
+            continue
+        if w in _PRED_START or (w.endswith("ed") and len(w) > 4) or (w.endswith("ing") and len(w) > 5) or (w.endswith("ly") and len(w) > 4) or (w == "the" and i > 1):
+            return words[:i], words[i:]
+    return None
+
+
+def _resolve_choice(question: str, answer: str) -> str | None:
+    """'Is the lesion on the right or left side?' + 'Right' -> 'Is the lesion on the right side?'."""
+    m = _OR_CHOICE.search(question)
+    if not m:
+        return None
+    a = answer.strip().lower()
+    for opt in (m.group(1), m.group(2)):
+        if opt.lower() == a:
+            return question[: m.start()] + opt.lower() + question[m.end():]
+    return None
+
+
+def statement(turn: Turn) -> str | None:
+    """The fact a question/answer pair establishes, as a clause without final stop; None if no pattern fits."""
+    q, a = turn.question.strip(), turn.answer.strip()
+    yn = a.lower()
+    if yn not in ("yes", "no"):
+        choice = _resolve_choice(q, a)
+        if choice is not None:
+            q, yn = choice, "yes"
+    if yn in ("yes", "no"):
+        return _yes_no_statement(_words(q), yn == "yes")
+    return _open_statement(_words(q), a)
+
+
+def _yes_no_statement(words: list[str], yes: bool) -> str | None:
+    if len(words) < 2:
+        return None
+    aux, rest = words[0].lower(), words[1:]
+    if aux in _BE:
+        be = _BE[aux]
+        if rest[0].lower() == "there":
+            pred = rest[1:]
+            if not pred:
+                return None
+            if not yes:
+                while pred and pred[0].lower() in {"any", "a", "an", "some"}:
+                    pred = pred[1:]
+                return f"there {be} no " + " ".join(pred) if pred else None
+            if pred[0].lower() == "any":
+                pred = pred[1:]
+            return f"there {be} " + " ".join(pred)
+        split = _split_subject(rest)
+        if split is None:
+            return None
+        subj, pred = split
+        neg = "" if yes else " not"
+        return f"{' '.join(subj)} {be}{neg} {' '.join(pred)}"
+    if aux in _DO or aux in _MODALS or aux in _HAVE:
+        idx = next((i for i, w in enumerate(rest) if i > 0 and w.lower() in _VERBS), None)
+        if aux in _HAVE:
+            idx = next((i for i, w in enumerate(rest) if i > 0 and w.lower().endswith(("ed", "en"))), None)
+        if idx is None:
+            return None
+        subj, verb, tail = rest[:idx], rest[idx], rest[idx + 1:]
+        tail_s = (" " + " ".join(tail)) if tail else ""
+        if aux in _MODALS:
+            return f"{' '.join(subj)} {aux}{'' if yes else ' not'} {verb}{tail_s}"
+        if aux in _HAVE:
+            return f"{' '.join(subj)} {aux}{'' if yes else ' not'} {verb}{tail_s}"
+        if yes:
+            conj = {"does": _third_person, "do": lambda v: v, "did": _past}[aux](verb)
+            return f"{' '.join(subj)} {conj}{tail_s}"
+        return f"{' '.join(subj)} {aux} not {verb}{tail_s}"
+    return None
+
+
+def _open_statement(words: list[str], answer: str) -> str | None:
+    if len(words) < 2:
+        return None
+    lw = [w.lower() for w in words]
+    ans = _phrase_lower(answer.rstrip("."))
+    if lw[0] in ("what", "which") and lw[1] in _BE and len(words) > 2:
+        subject = " ".join(words[2:])
+        if lw[2] in _PRED_START or lw[2].endswith(("ed", "ing")):
+            return f"{ans} {_BE[lw[1]]} {subject}"
+        return f"{subject} {_BE[lw[1]]} {ans}"
+    if lw[0] == "where" and lw[1] in _BE and len(words) > 2:
+        subj = [w for w in words[2:] if w.lower() != "located"]
+        first = ans.split()[0].lower() if ans else ""
+        second = ans.split()[1].lower() if len(ans.split()) > 1 else ""
+        prep = "" if first in _WHERE_PREPS or first == "the" or (first in _DIRECTIONS and second == "to") else "in the "
+        if ans.lower() in ("left", "right"):
+            prep = "on the "
+        return f"{' '.join(subj)} {_BE[lw[1]]} {prep}{ans}"
+    if lw[:2] == ["how", "many"] and len(words) > 2:
+        noun = []
+        for w in words[2:]:
+            if w.lower() in _BE or w.lower() in _DO or w.lower() in {"can", "could"}:
+                break
+            noun.append(w)
+        return f"{ans} {' '.join(noun)} counted" if noun else None
+    if lw[0] in ("what", "which") and len(words) > 3:
+        be_idx = next((i for i in range(2, len(lw)) if lw[i] in _BE), None)
+        if be_idx is not None and be_idx + 1 < len(words):
+            rest = words[be_idx + 1:]
+            if rest[0].lower() in _PRED_START or rest[0].lower().endswith("ed"):
+                return f"{ans} {_BE[lw[be_idx]]} {' '.join(rest)}"
+            if lw[1] in ("color", "colour", "size", "shape", "density"):
+                return f"{' '.join(rest)} {_BE[lw[be_idx]]} {ans}"
+    return None
+
+
+def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
+    """The overview sentence and the indexes of the turns it used."""
+    modality = plane = region = None
+    details: list[str] = []
+    used: set[int] = set()
+    for i, t in enumerate(turns):
+        q = t.question.lower()
+        a = t.answer.strip()
+        al = a.lower().rstrip(".")
+        if al in ("yes", "no"):
+            m = re.match(r"^(is|was) this (an? )?(.+?)( image| scan| study| film| cut| view| plane| section)?\??$", q)
+            if m and al == "yes":
+                thing = m.group(3).strip()
+                head_words = thing.split()
+                if (len(head_words) in (2, 3) and head_words[-1] in _MODALITIES and region is None
+                        and set(head_words[:-1]) <= _REGIONS):
+                    region, thing = " ".join(head_words[:-1]), head_words[-1]
+                if modality is None and thing in _MODALITIES:
+                    modality, _ = _MODALITIES[thing], used.add(i)
+                elif plane is None and thing in _PLANES:
+                    plane, _ = _PLANES[thing], used.add(i)
+            continue
+        if any(k in q for k in ("modality", "type of imag", "kind of imag", "type of scan", "imaging technique", "what type of image")):
+            if modality is None and al in _MODALITIES:
+                modality = _MODALITIES[al]
+                used.add(i)
+            elif modality is None and any(w in _MODALITIES for w in al.replace("-", " ").split()):
+                modality = a if not a[:1].isupper() or a.isupper() or "-" in a.split()[0] else _phrase_lower(a)
+                used.add(i)
+            elif al in _DETAILS:
+                details.append(_DETAILS[al])
+                used.add(i)
+        elif any(k in q for k in ("weight", "sequence", "contrast")) and al in _DETAILS:
+            details.append(_DETAILS[al])
+            used.add(i)
+        elif any(k in q for k in ("plane", "view", "orientation", "projection")) and al in _PLANES:
+            if plane is None:
+                plane = _PLANES[al]
+                used.add(i)
+        elif re.search(r"(part of the body|body part|organ system|which organ|what organ|region|area of the body|location of the body|what part)", q) and " not " not in q:
+            if region is None and len(al.split()) <= 4:
+                region = _phrase_lower(a.rstrip("."))
+                used.add(i)
+    if modality is None and any(d.split("-")[0].lower() in _MRI_DETAILS or d in ("FLAIR", "diffusion-weighted", "ADC map") for d in details):
+        modality = "MRI"
+    if not (modality or plane or region):
+        return None, used
+    head = " ".join(x for x in (plane, modality) if x) or "image"
+    if not modality:
+        head = f"{head} image" if plane else head
+    text = _sentence_case(head)
+    if region:
+        text += f" of the {region}" if not region.lower().startswith("the ") else f" of {region}"
+    if details:
+        text += " (" + ", ".join(dict.fromkeys(details)) + ")"
+    return text + ".", used
+
+
+def _content(text: str) -> set[str]:
+    return {w.strip(",;:-").lower() for w in text.split()} - _STOP
+
+
+def _similar(a: str, b: str, threshold: float = 0.6) -> bool:
+    """Two findings that say nearly the same thing (paraphrased questions); same polarity only."""
+    neg_a = any(w in a.lower().split() for w in ("no", "not"))
+    neg_b = any(w in b.lower().split() for w in ("no", "not"))
+    ca, cb = _content(a), _content(b)
+    if neg_a != neg_b or not ca or not cb:
+        return a.lower() == b.lower()
+    return len(ca & cb) / len(ca | cb) >= threshold
+
+
+def template_summary(turns: Sequence[Turn], max_findings: int = 4, max_words: int = 60) -> str:
+    """One or two sentences stating what ``turns`` established (see the module docstring)."""
+    overview, used = _overview(turns)
+    findings: list[str] = []
+    for i, t in enumerate(turns):
+        if i in used or len(findings) >= max_findings:
+            continue
+        s = statement(t)
+        if s and not any(_similar(s, f) for f in findings):
+            findings.append(s)
+    parts = [overview] if overview else []
+    if findings:
+        parts.append(_sentence_case("; ".join(findings)) + ".")
+    if not parts:
+        answers = list(dict.fromkeys(t.answer.strip().rstrip(".") for t in turns if t.answer.strip().lower() not in ("yes", "no")))[:3]
+        parts.append(_sentence_case("Findings include " + ", ".join(answers) + ".") if answers else "Image reviewed.")
+    return cap_words(" ".join(parts), max_words)
+
+
+class TemplateSummarizer:
+    """The offline, deterministic summarizer (the default)."""
+
+    name = "template"
+
+    def __init__(self, max_words: int = 60, max_findings: int = 4):
+        self.max_words = max_words
+        self.max_findings = max_findings
+        self.count = 0
+
+    def summarize(self, dialogue: Dialogue) -> str:
+        self.count += 1
+        return template_summary(dialogue.turns, self.max_findings, self.max_words)
+
+    def stats(self) -> dict:
+        return {"summarizer": self.name, "template": self.count}
+
+
+DEFAULT_LLM_PROMPT = """You are a radiologist writing a short note about one medical image.
+Below are questions a clinician asked about the image and the answers that were confirmed.
+Write one or two fluent sentences, like a clinician's note, that state what these answers establish.
+Use only facts from the answers; do not add diagnoses, measurements or advice that are not there.
+Do not list the questions. At most {max_words} words.
+
+{dialogue}
+
+Note:"""
+"""The default prompt; a prompt file replaces it. ``{dialogue}`` and ``{max_words}`` are filled in."""
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, vmed serve, OpenAI)."""
+
+    def __init__(self, url: str, model: str, timeout: float = 60.0, api_key: str | None = None):
+        import httpx
+
+        base = url.rstrip("/")
+        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.model = model
+        key = api_key or os.environ.get("VMED_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    def __call__(self, prompt: str, max_tokens: int) -> str:
+        import httpx
+
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": max_tokens}
+        try:
+            r = self._client.post(self.url, json=body)
+        except httpx.TransportError as e:
+            raise UserInputError(f"--llm-url {self.url}: cannot reach the endpoint ({e}). Start the server or fix the URL; "
+                                 "summaries made so far are cached and reused on the next run.") from None
+        r.raise_for_status()
+        data = r.json()
+        try:
+            return str(data["choices"][0]["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError):
+            return ""
+
+
+class HFBackend:
+    """A Hugging Face causal LM (hub id or local path), greedy decoding with its chat template."""
+
+    def __init__(self, model: str):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_name = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForCausalLM.from_pretrained(model)
+        self.model.eval()
+
+    def __call__(self, prompt: str, max_tokens: int) -> str:
+        import torch
+
+        tok = self.tokenizer
+        if tok.chat_template:
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)["input_ids"]
+        else:
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def dialogue_text(turns: Sequence[Turn]) -> str:
+    """The dialogue as the prompt shows it: one ``Q: ... / A: ...`` pair per line."""
+    return "\n".join(f"Q: {t.question}\nA: {t.answer}" for t in turns)
+
+
+class LlmSummarizer:
+    """Summaries from a language model, cached in a JSONL file, with the template as fallback."""
+
+    name = "llm"
+
+    def __init__(self, backend: Callable[[str, int], str], model: str, cache_path: str | os.PathLike,
+                 prompt: str = DEFAULT_LLM_PROMPT, max_words: int = 60):
+        if "{dialogue}" not in prompt:
+            raise UserInputError("the summary prompt must contain '{dialogue}' where the questions and answers go")
+        self.backend = backend
+        self.model = model
+        self.prompt = prompt
+        self.max_words = max_words
+        self.cache_path = Path(cache_path)
+        self.cache: dict[str, str] = {}
+        if self.cache_path.is_file():
+            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.cache[entry["key"]] = entry["summary"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut by an interruption
+        self.template = TemplateSummarizer(max_words=max_words)
+        self.counts: Counter = Counter()
+        self.fallback_reasons: Counter = Counter()
+
+    def key(self, turns: Sequence[Turn]) -> str:
+        payload = json.dumps({"turns": [[t.question, t.answer] for t in turns], "prompt": self.prompt, "model": self.model},
+                             ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def summarize(self, dialogue: Dialogue) -> str:
+        k = self.key(dialogue.turns)
+        if k in self.cache:
+            self.counts["cached"] += 1
+            return self.cache[k]
+        prompt = self.prompt.replace("{dialogue}", dialogue_text(dialogue.turns)).replace("{max_words}", str(self.max_words))
+        try:
+            raw = self.backend(prompt, max(16, self.max_words * 2))
+        except UserInputError:
+            raise
+        except Exception as e:  # an HTTP error status or a model failure: this record falls back
+            self.fallback_reasons[f"error: {type(e).__name__}"] += 1
+            self.counts["fallbacks"] += 1
+            return self.template.summarize(dialogue)
+        text = " ".join(raw.replace("Note:", " ").split()).strip().strip('"').strip()
+        if not text:
+            self.fallback_reasons["empty_response"] += 1
+            self.counts["fallbacks"] += 1
+            return self.template.summarize(dialogue)
+        text = cap_words(text, self.max_words)
+        self.cache[k] = text
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.cache_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": k, "summary": text}, ensure_ascii=False) + "\n")
+        self.counts["llm"] += 1
+        return text
+
+    def stats(self) -> dict:
+        return {"summarizer": self.name, "model": self.model, "llm": self.counts["llm"], "cached": self.counts["cached"],
+                "fallbacks": self.counts["fallbacks"], "fallback_reasons": dict(self.fallback_reasons)}

@@ -1,0 +1,179 @@
+"""report.md: the human-readable face of metrics.json.
+
+Sections: provenance (the exact commands, model and data sha256), the headline table with 95% intervals,
+notes (what was skipped and why), per-answer-type / per-question-type / per-turn tables, the turn-index
+plot with the paired "later turns minus turn 0" difference, and the five worst-scoring dialogues with
+their predictions. :func:`write_report` writes the markdown and the PNG plots it references.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from vmed.evaluation.plots import TURN_METRICS, plot_question_types, plot_turn_accuracy
+
+__all__ = ["write_report", "render_report", "format_metric", "TURN_PLOT", "TYPE_PLOT"]
+
+TURN_PLOT = "turn_accuracy.png"
+TYPE_PLOT = "question_type.png"
+
+_TYPE_TABLE_KEYS = ("closed_accuracy_strict", "closed_accuracy_llava_med", "closed_accuracy_xor",
+                    "open_recall_llava_med", "open_token_f1", "vqa_med_2019_accuracy")  # fmt: skip
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def format_metric(m: dict | None) -> str:
+    """``0.7500 [0.6100, 0.8800]`` (value and 95% interval), or ``—``."""
+    if not m:
+        return "—"
+    ci = m.get("ci95")
+    return f"{_num(m['value'])} [{_num(ci[0])}, {_num(ci[1])}]" if ci else _num(m["value"])
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _provenance(doc: dict) -> list[str]:
+    lines = ["## Provenance", ""]
+    pred = doc.get("predictions", {})
+    lines.append(f"- predictions: `{pred.get('path', '?')}` (sha256 `{pred.get('sha256', '?')}`)")
+    run = doc.get("run")
+    if run:
+        lines.append(f"- run command: `{run.get('command', '?')}`")
+        model = run.get("model", {})
+        lines.append(f"- model: `{model.get('path', '?')}` (sha256 `{model.get('sha256', '?')}`, over {model.get('files', '?')} files)")
+        data = run.get("data", {})
+        lines.append(f"- data: `{data.get('path', '?')}` (sha256 `{data.get('sha256', '?')}`)")
+        lines.append(
+            f"- mode `{run.get('mode')}`, history `{run.get('history')}`, max_new_tokens {run.get('max_new_tokens')}, "
+            f"greedy, seed {run.get('seed')}, batch size {run.get('batch_size')}, summary prompt {run.get('summary_prompt')!r}"
+        )
+        sk = run.get("skipped", [])
+        lines.append(
+            f"- dialogues answered: {run.get('dialogues_done', '?')}; skipped: {len(sk)}; without a summary (no summary row): "
+            f"{run.get('dialogues_without_summary', '?')}"
+        )
+        for s in sk[:20]:
+            lines.append(f"  - skipped `{s['id']}`: {_cell(s['reason'], 200)}")
+        if run.get("started_at"):
+            lines.append(f"- run started {run['started_at']}, finished {run.get('finished_at', '?')} (UTC)")
+    else:
+        lines.append("- run: no run_info.json beside the predictions (scored a file from elsewhere)")
+    if doc.get("score_command"):
+        lines.append(f"- score command: `{doc['score_command']}`")
+    c = doc["counts"]
+    lines.append(f"- rows: {c['rows']} in {c['dialogues']} dialogues ({', '.join(f'{k} {v}' for k, v in c['by_answer_type'].items())})")
+    b = doc["bootstrap"]
+    lines.append(
+        f"- intervals: {int(b['confidence'] * 100)}% percentile bootstrap, {b['n_resamples']} resamples, seed {b['seed']}, "
+        f"resampling whole dialogues"
+    )
+    return lines + [""]
+
+
+def _headline(doc: dict) -> list[str]:
+    lines = ["## Headline", "", "| metric | value [95% CI] | n | definition |", "|---|---|---|---|"]
+    for key in doc["headline"]:
+        m = doc["metrics"].get(key)
+        if m is None:
+            continue
+        lines.append(f"| `{key}` | {format_metric(m)} | {m['n']} | {_cell(doc['definitions'][key], 120)} |")
+    meteor = doc["metrics"].get("summary_meteor_corpus")
+    if meteor:
+        lines.append(f"| `summary_meteor_corpus` | {_num(meteor['value'])} (no interval) | {meteor['n']} | {doc['definitions']['summary_meteor_corpus']} |")
+    lines.append("")
+    if doc.get("notes"):
+        lines += ["Notes:", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    return lines
+
+
+def _by_answer_type(doc: dict) -> list[str]:
+    lines = ["## By answer type", ""]
+    for at, metrics in doc.get("by_answer_type", {}).items():
+        lines += [f"### {at}", "", "| metric | value [95% CI] | n |", "|---|---|---|"]
+        for key, m in metrics.items():
+            lines.append(f"| `{key}` | {format_metric(m)} | {m['n']} |")
+        lines.append("")
+    return lines
+
+
+def _table(groups: dict[str, dict], label: str, keys: tuple[str, ...]) -> list[str]:
+    keys = tuple(k for k in keys if any(k in g for g in groups.values()))
+    lines = [f"| {label} | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, metrics in groups.items():
+        cells = [f"{format_metric(metrics[k])} (n={metrics[k]['n']})" if k in metrics else "—" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _turn_section(doc: dict, plot_name: str | None) -> list[str]:
+    lines = ["## By turn index (does the dialogue context help or hurt?)", ""]
+    if plot_name:
+        lines += [f"![score by turn index]({plot_name})", ""]
+    by_turn = doc.get("by_turn", {})
+    if by_turn:
+        lines += _table(by_turn, "turn", TURN_METRICS)
+    if doc.get("context_effect"):
+        lines.append("Paired over dialogues; in `single` mode no context is given, so a difference there reflects the questions asked at each position, not context.")
+        lines.append("")
+    for key, d in doc.get("context_effect", {}).items():
+        ci = d["ci95"]
+        verdict = "interval excludes 0" if d["excludes_zero"] else "interval includes 0: no clear effect"
+        lines.append(
+            f"- `{key}`, later turns minus turn 0: {_num(d['diff'])} "
+            f"[{_num(ci[0]) if ci else '—'}, {_num(ci[1]) if ci else '—'}] ({verdict}; paired over dialogues)"
+        )
+    return lines + [""]
+
+
+def _worst(doc: dict) -> list[str]:
+    lines = ["## The five worst-scoring dialogues", "",
+             "Score: mean over the dialogue's rows of closed_accuracy_strict (closed), open_token_f1 (open) and "
+             "ROUGE-L F1 (summary).", ""]  # fmt: skip
+    for d in doc.get("worst_dialogues", []):
+        lines += [f"### `{d['id']}` — score {_num(d['score'])}", "", "| turn | type | question | reference | prediction | score |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in d["rows"]:
+            primary = {"closed": "closed_accuracy_strict", "open": "open_token_f1", "summary": "summary_rouge_l_f1_sentence_mean"}
+            s = r["scores"].get(primary[r["answer_type"]])
+            lines.append(
+                f"| {r['turn']} | {r['answer_type']} | {_cell(r['question'])} | {_cell(r['reference'])} | "
+                f"{_cell(r['prediction'])} | {_num(s)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def render_report(doc: dict, turn_plot: str | None, type_plot: str | None) -> str:
+    """The markdown text of report.md for a metrics document."""
+    lines = ["# vmed evaluation report", ""]
+    lines += _provenance(doc)
+    lines += _headline(doc)
+    lines += _by_answer_type(doc)
+    lines += ["## By question type", ""]
+    if type_plot:
+        lines += [f"![score by question type]({type_plot})", ""]
+    lines += _table(doc.get("by_question_type", {}), "question type", _TYPE_TABLE_KEYS)
+    lines += _turn_section(doc, turn_plot)
+    lines += _worst(doc)
+    lines += ["## Files", "", "- `metrics.json`: every number above, with definitions", "- `row_scores.jsonl`: each row's value under every rule",
+              f"- plots: {', '.join(p for p in (turn_plot, type_plot) if p) or 'none'}", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_report(doc: dict, output_dir: str | os.PathLike) -> Path:
+    """Write report.md and its PNG plots into ``output_dir``; return the report path."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    turn = plot_turn_accuracy(doc.get("by_turn", {}), out / TURN_PLOT)
+    types = plot_question_types(doc.get("by_question_type", {}), out / TYPE_PLOT)
+    path = out / "report.md"
+    path.write_text(render_report(doc, turn.name if turn else None, types.name if types else None), encoding="utf-8")
+    return path

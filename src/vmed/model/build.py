@@ -1,0 +1,237 @@
+"""Assemble a transformers ``LlavaForConditionalGeneration`` from a vision encoder and a causal LM.
+
+The model is plain transformers: a CLIP- or SigLIP-style vision tower, LLaVA-1.5's ``mlp2x_gelu``
+projector (``LlavaMultiModalProjector``: linear → GELU → linear) and a Llama-family decoder. Each
+part comes from an HF id (pretrained weights are loaded), a config (random init), or for the LM
+also a GGUF file (``gguf_file=``, dequantized by transformers). The same code path builds the tiny
+test model and the 8B paper model.
+
+Image tokens: the vision tower turns an S×S image into (S/P)² patch features, plus a CLS feature
+for CLIP. CLIP uses the "default" strategy (CLS dropped), SigLIP (no CLS) uses "full"; either way
+N = (S/P)² features replace N ``<image>`` tokens in the text. The processor gets the same numbers,
+so ``LlavaProcessor`` expands one ``<image>`` to exactly N tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from vmed.constants import IMAGE_TOKEN
+from vmed.data.template import END_OF_TEXT, EOT, LLAMA3_CHAT_TEMPLATE
+from vmed.errors import UserInputError
+from vmed.model.tokenizer import prepare_tokenizer
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PretrainedConfig
+
+__all__ = ["VISION_KINDS", "build_model", "num_image_tokens", "parameter_counts", "vision_kind"]
+
+VISION_KINDS: dict[str, dict[str, Any]] = {
+    "clip_vision_model": {"strategy": "default", "num_additional_image_tokens": 1},
+    "siglip_vision_model": {"strategy": "full", "num_additional_image_tokens": 0},
+}
+"""Supported vision towers by config ``model_type``: LLaVA feature strategy and extra (CLS) tokens."""
+
+
+def vision_kind(vision_config: Any) -> dict[str, Any]:
+    """The ``VISION_KINDS`` entry of a vision config; ``UserInputError`` for unsupported towers."""
+    kind = VISION_KINDS.get(getattr(vision_config, "model_type", None))
+    if kind is None:
+        raise UserInputError(
+            f"unsupported vision tower type {getattr(vision_config, 'model_type', None)!r}; "
+            f"expected one of {sorted(VISION_KINDS)} (a CLIP or SigLIP vision encoder)"
+        )
+    return kind
+
+
+def num_image_tokens(model_or_config: Any) -> int:
+    """Number of ``<image>`` tokens (= projected image features) per image for a LLaVA model or config.
+
+    ``(image_size // patch_size)**2``, plus the CLS feature when it is kept ("full" strategy on CLIP).
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    vision = config.vision_config
+    n = (vision.image_size // vision.patch_size) ** 2 + vision_kind(vision)["num_additional_image_tokens"]
+    return n - 1 if config.vision_feature_select_strategy == "default" else n
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Parameter counts per part: ``vision_tower``, ``projector``, ``language_model`` (with ``lm_head``), ``total``.
+
+    Tied weights (an ``lm_head`` sharing the input embeddings) are counted once.
+    """
+    parts = {
+        "vision_tower": model.model.vision_tower,
+        "projector": model.model.multi_modal_projector,
+        "language_model": [model.model.language_model, model.lm_head],
+    }
+    seen: set[int] = set()
+    counts: dict[str, int] = {}
+    for name, modules in parts.items():
+        total = 0
+        for module in modules if isinstance(modules, list) else [modules]:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+        counts[name] = total
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _vision_part(vision: Any, dtype: Any) -> tuple[Any, Any, Any]:
+    """(vision config, vision model, image processor) from an HF id (pretrained) or a config (random)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPVisionModel, SiglipVisionModel
+
+    if isinstance(vision, str):
+        try:
+            full = AutoConfig.from_pretrained(vision)
+        except (ValueError, KeyError) as e:
+            raise UserInputError(
+                f"cannot load the vision encoder {vision!r} with transformers ({e}); use a CLIP or SigLIP "
+                "checkpoint such as openai/clip-vit-large-patch14-336 (LanguageBind/LanguageBind_Image needs the "
+                "LanguageBind repository's own code and is not supported)"
+            ) from e
+        config = getattr(full, "vision_config", full)
+        loader = CLIPVisionModel if vision_kind(config)["strategy"] == "default" else SiglipVisionModel
+        model = loader.from_pretrained(vision, dtype=dtype)
+        processor = AutoImageProcessor.from_pretrained(vision, backend="pil")
+        return model.config, model, processor
+    config = copy.deepcopy(vision)
+    vision_kind(config)
+    return config, AutoModel.from_config(config), _image_processor_for(config)
+
+
+def _image_processor_for(config: Any) -> Any:
+    """A PIL-backed image processor that resizes to the tower's ``image_size`` (CLIP or SigLIP style)."""
+    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
+
+    size = config.image_size
+    if vision_kind(config)["strategy"] == "default":
+        return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return SiglipImageProcessorPil(size={"height": size, "width": size})
+
+
+def _language_part(lm: Any, tokenizer: Any, gguf_file: str | None, dtype: Any) -> tuple[Any, Any, bool]:
+    """(causal LM, tokenizer, pretrained?) from an HF id / directory (optionally a GGUF file in it) or a config."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(lm, str):
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        model = AutoModelForCausalLM.from_pretrained(lm, dtype=dtype, **extra)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(lm, **extra)
+        return model, tokenizer, True
+    if tokenizer is None:
+        raise UserInputError("build_model: an LM given as a config needs a tokenizer (e.g. vmed.model.build_tiny_tokenizer())")
+    config = copy.deepcopy(lm)
+    config.vocab_size = len(tokenizer)
+    return AutoModelForCausalLM.from_config(config), tokenizer, False
+
+
+def _resize_with_mean(lm: Any, new_size: int) -> None:
+    """Grow the LM's input/output embeddings to ``new_size`` rows; new rows = mean of the old rows."""
+    import torch
+
+    old_size = lm.get_input_embeddings().weight.shape[0]
+    if new_size <= old_size:
+        return
+    lm.resize_token_embeddings(new_size, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (lm.get_input_embeddings(), lm.get_output_embeddings()) if m is not None}.values():
+            emb.weight[old_size:] = emb.weight[:old_size].mean(dim=0, keepdim=True)
+
+
+def build_model(
+    vision: str | PretrainedConfig,
+    lm: str | PretrainedConfig,
+    *,
+    tokenizer: Any = None,
+    gguf_file: str | None = None,
+    vision_feature_layer: int = -2,
+    dtype: torch.dtype | None = None,
+    seed: int | None = None,
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Build a LLaVA model (vision tower + mlp2x_gelu projector + causal LM) and its processor.
+
+    Args:
+        vision: HF id of a CLIP/SigLIP checkpoint (pretrained vision tower) or a ``CLIPVisionConfig`` /
+            ``SiglipVisionConfig`` (random init).
+        lm: HF id or local directory of a Llama-family causal LM (pretrained; with ``gguf_file`` a GGUF
+            file in it), or a ``LlamaConfig``-like config (random init; ``tokenizer`` required).
+        tokenizer: tokenizer to use instead of the LM's own. It is changed in place by
+            ``prepare_tokenizer`` (Llama-3 special tokens, ``<image>``, pad, chat template).
+        vision_feature_layer: which vision hidden state feeds the projector (-2: LLaVA-1.5).
+        dtype: parameter dtype (default float32).
+        seed: seeds the random init (projector, and any part built from a config); same seed → same weights.
+
+    Returns ``(model, processor)``; ``model.vmed_base`` records the parts (saved by ``save_model``).
+    """
+    import torch
+    from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    vision_config, vision_model, image_processor = _vision_part(vision, dtype)
+    kind = vision_kind(vision_config)
+    lm_model, tokenizer, _ = _language_part(lm, tokenizer, gguf_file, dtype)
+    prepare_tokenizer(tokenizer)
+    _resize_with_mean(lm_model, len(tokenizer))
+
+    text_config = lm_model.config
+    text_config.bos_token_id = tokenizer.bos_token_id
+    text_config.eos_token_id = tokenizer.eos_token_id
+    text_config.pad_token_id = tokenizer.pad_token_id
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=kind["strategy"],
+        vision_feature_layer=vision_feature_layer,
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+    )
+    config.image_seq_length = num_image_tokens(config)
+    config.pad_token_id = tokenizer.pad_token_id
+
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision_model
+    model.model.language_model = lm_model.model
+    model.lm_head = lm_model.lm_head
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    if dtype is not None:
+        model.to(dtype)
+    model.eval()
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if leftover:
+        raise RuntimeError(f"build_model left uninitialised tensors: {leftover[:5]}")
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.convert_tokens_to_ids(EOT), tokenizer.convert_tokens_to_ids(END_OF_TEXT)],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=kind["strategy"],
+        chat_template=LLAMA3_CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=kind["num_additional_image_tokens"],
+    )
+    model.vmed_base = {
+        "vision": vision if isinstance(vision, str) else f"config:{vision_config.model_type}",
+        "lm": lm if isinstance(lm, str) else f"config:{text_config.model_type}",
+        "gguf_file": gguf_file,
+        "seed": seed,
+        "vision_feature_layer": vision_feature_layer,
+    }
+    return model, processor

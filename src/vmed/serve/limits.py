@@ -1,0 +1,375 @@
+"""Hard input limits of the HTTP server: body size, concurrency, image decoding and URL fetching.
+
+Everything a client sends passes through here before it reaches the model:
+
+- ``BodySizeLimit``: a pure ASGI middleware that answers 413 before the body is read into memory
+  (``Content-Length`` is checked up front; a chunked body is counted while it streams and cut off).
+- ``ConcurrencyLimiter``: try-acquire slots; a request over the limit gets 429 at once instead of
+  waiting in an unbounded queue.
+- ``decode_image_url``: ``data:`` URLs (strict base64, a media-type allowlist) and, only for hosts the
+  operator allowed, ``http(s)://`` URLs; images go through ``vmed.imaging.load_image`` with the pixel
+  budget, which checks the header before decoding.
+- ``ImageFetcher``: the URL policy. Off by default. When hosts are allowed, every redirect is followed by
+  hand and re-checked against the allowlist, the host is resolved once and every address must be public
+  (loopback, private, link-local, multicast and reserved addresses are always refused), the connection
+  goes to the checked address (no second DNS lookup), and there is a timeout and a size cap.
+
+Nothing here logs request content (prompts, images, DICOM tags).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from PIL import Image
+from starlette.exceptions import HTTPException
+
+from vmed.constants import DEFAULT_MAX_IMAGE_PIXELS
+
+__all__ = [
+    "ApiError",
+    "ServeLimits",
+    "BodySizeLimit",
+    "ConcurrencyLimiter",
+    "ImageFetcher",
+    "parse_data_url",
+    "decode_image_url",
+    "load_image_bytes",
+    "SUPPORTED_MEDIA_TYPES",
+]
+
+SUPPORTED_MEDIA_TYPES = (
+    "image/png", "image/jpeg", "image/jpg", "image/bmp", "image/tiff", "application/dicom", "application/octet-stream",
+)
+"""Media types accepted in ``data:`` URLs (``application/octet-stream``: the format is sniffed from the bytes)."""
+
+
+class ApiError(Exception):
+    """A request the server refuses, rendered as an OpenAI-style error body.
+
+    ``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`` with HTTP ``status``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class ServeLimits:
+    """Every limit of ``vmed serve``; each one is a command-line flag (see ``vmed serve --help``)."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body; larger bodies get 413 before they are read (``--max-body-mb``)."""
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """Pixel budget per image, checked from the header before decoding (``--max-image-pixels``)."""
+    max_images: int = 4
+    """Most images in one request (``--max-images``); the model sees the last one."""
+    max_concurrent: int = 4
+    """Requests processed at once; more get 429 immediately (``--max-concurrent``)."""
+    allowed_image_hosts: tuple[str, ...] = ()
+    """Hosts that ``http(s)://`` image URLs may name (``--allow-image-host``); empty: no URL fetching."""
+    fetch_timeout_s: float = 10.0
+    """Total time for fetching one image URL, redirects included (``--image-fetch-timeout``)."""
+    fetch_max_bytes: int = 16 * 1024 * 1024
+    """Largest fetched image (``--image-fetch-max-mb``)."""
+    max_redirects: int = 3
+    """Redirects followed per image URL; each target is checked like the first URL."""
+    default_max_tokens: int = 256
+    """``max_tokens`` when the request gives none (clamped to the room left in the context)."""
+
+
+def _error_response(status: int, message: str, code: str) -> tuple[dict, bytes]:
+    body = json.dumps(ApiError(status, message, code=code).body()).encode()
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+    }
+    return start, body
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from the wrapped ``receive`` when a streamed body passes the limit.
+
+    An ``HTTPException`` so that FastAPI's body parsing re-raises it (instead of turning it into a 400).
+    """
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: 413 for request bodies over ``max_bytes``, before they are read into memory.
+
+    A declared ``Content-Length`` over the limit is refused before a single body byte is received. A
+    body without one (chunked) is counted chunk by chunk as the app reads it; the chunk that passes the
+    limit aborts the request with 413 (the connection is then closed, the rest is never read).
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> str:
+        return f"request body is larger than the server's limit of {self.max_bytes} bytes (--max-body-mb)"
+
+    async def _refuse(self, send) -> None:
+        start, body = _error_response(413, self._message(), "body_too_large")
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.max_bytes:
+                    await self._refuse(send)
+                    return
+
+        received = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(413, self._message())
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+class ConcurrencyLimiter:
+    """Counts requests in flight; ``try_acquire`` fails at once when all ``limit`` slots are taken.
+
+    Used from the event loop only (one thread), so a plain counter is enough.
+    """
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+def parse_data_url(url: str, *, param: str = "image_url") -> tuple[str, bytes]:
+    """``data:<media-type>[;...];base64,<payload>`` -> (media type, decoded bytes). Raises ``ApiError`` (400)."""
+    head, sep, payload = url.partition(",")
+    if not sep or not head.startswith("data:"):
+        raise ApiError(400, "malformed data URL: expected 'data:<media-type>;base64,<data>'", param=param, code="invalid_image_url")
+    meta = head[len("data:"):].split(";")
+    media_type = (meta[0] or "text/plain").strip().lower()
+    if "base64" not in [m.strip().lower() for m in meta[1:]]:
+        raise ApiError(400, "data URL must be base64-encoded (';base64,')", param=param, code="invalid_image_url")
+    if media_type not in SUPPORTED_MEDIA_TYPES:
+        raise ApiError(
+            400,
+            f"unsupported media type {media_type!r} in data URL; supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
+            param=param,
+            code="unsupported_media_type",
+        )
+    try:
+        data = base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(400, f"invalid base64 in data URL: {e}", param=param, code="invalid_base64") from None
+    if not data:
+        raise ApiError(400, "empty image in data URL", param=param, code="invalid_image")
+    return media_type, data
+
+
+def load_image_bytes(
+    data: bytes,
+    *,
+    max_pixels: int,
+    preset: str | None = None,
+    window: tuple[float, float] | None = None,
+    param: str = "image_url",
+) -> Image.Image:
+    """Decode image bytes (PNG/JPEG/DICOM) with ``vmed.imaging.load_image``; image errors become 400.
+
+    The pixel budget is checked from the header before decoding; the message names the limit.
+    """
+    from vmed.imaging import ImageError, ImageTooLarge, load_image
+
+    try:
+        return load_image(data, preset=preset, window=window, max_pixels=max_pixels, name="request image")
+    except ImageTooLarge as e:
+        raise ApiError(
+            400, f"{e} (the server's pixel budget is {max_pixels} pixels, --max-image-pixels)", param=param, code="image_too_large"
+        ) from None
+    except ImageError as e:
+        raise ApiError(400, f"unreadable image: {e}", param=param, code="invalid_image") from None
+
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({info[4][0] for info in infos})
+
+
+def is_public_address(address: str) -> bool:
+    """False for loopback, private, link-local, multicast, reserved and unspecified addresses."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+        or not ip.is_global
+    )
+
+
+@dataclass
+class ImageFetcher:
+    """Fetches ``http(s)://`` image URLs under the operator's policy (see the module docstring).
+
+    ``resolver`` and ``transport`` exist so that tests can run without a network.
+    """
+
+    allowed_hosts: tuple[str, ...] = ()
+    timeout_s: float = 10.0
+    max_bytes: int = 16 * 1024 * 1024
+    max_redirects: int = 3
+    resolver: Resolver = field(default=_resolve)
+    transport: httpx.BaseTransport | None = None
+
+    def _check_url(self, url: str, param: str) -> tuple[str, str, int, str]:
+        """-> (scheme, host, port, a checked public address), or ApiError 400."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ApiError(400, f"image URL scheme {scheme!r} is not allowed; send the image as a data: URL", param=param, code="image_url_refused")
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not self.allowed_hosts:
+            raise ApiError(
+                400,
+                "image URLs are disabled on this server; send the image as a data: URL "
+                "(the operator can allow hosts with --allow-image-host)",
+                param=param,
+                code="image_url_refused",
+            )
+        if host not in self.allowed_hosts:
+            raise ApiError(400, f"image host {host!r} is not in the server's allowlist", param=param, code="image_url_refused")
+        port = parts.port or (443 if scheme == "https" else 80)
+        try:
+            addresses = self.resolver(host, port)
+        except OSError:
+            raise ApiError(400, f"image host {host!r} could not be resolved", param=param, code="image_url_refused") from None
+        if not addresses:
+            raise ApiError(400, f"image host {host!r} could not be resolved", param=param, code="image_url_refused")
+        for address in addresses:
+            if not is_public_address(address):
+                raise ApiError(
+                    400,
+                    f"image host {host!r} resolves to a loopback, private or link-local address; refused",
+                    param=param,
+                    code="image_url_refused",
+                )
+        return scheme, host, port, addresses[0]
+
+    def fetch(self, url: str, *, param: str = "image_url") -> bytes:
+        """Download one image URL (blocking; call it from a worker thread). Raises ``ApiError`` (400)."""
+        deadline = time.monotonic() + self.timeout_s
+        with httpx.Client(transport=self.transport, follow_redirects=False, trust_env=False) as client:
+            for _ in range(self.max_redirects + 1):
+                scheme, host, port, address = self._check_url(url, param)
+                parts = urlsplit(url)
+                ip_host = f"[{address}]" if ":" in address else address
+                target = f"{scheme}://{ip_host}:{port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+                headers = {"Host": host if parts.port is None else f"{host}:{port}", "Accept": "image/*, application/dicom"}
+                extensions = {"sni_hostname": host} if scheme == "https" else {}
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ApiError(400, f"fetching the image URL took longer than {self.timeout_s:g} s", param=param, code="image_fetch_failed")
+                try:
+                    with client.stream("GET", target, headers=headers, extensions=extensions, timeout=remaining) as response:
+                        if response.is_redirect:
+                            location = response.headers.get("location")
+                            if not location:
+                                raise ApiError(400, "image URL redirected without a Location", param=param, code="image_fetch_failed")
+                            url = urljoin(url, location)
+                            continue
+                        if response.status_code != 200:
+                            raise ApiError(400, f"image URL answered HTTP {response.status_code}", param=param, code="image_fetch_failed")
+                        declared = response.headers.get("content-length")
+                        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                            raise ApiError(400, self._too_big(), param=param, code="image_fetch_failed")
+                        chunks, size = [], 0
+                        for chunk in response.iter_bytes():
+                            size += len(chunk)
+                            if size > self.max_bytes:
+                                raise ApiError(400, self._too_big(), param=param, code="image_fetch_failed")
+                            if time.monotonic() > deadline:
+                                raise httpx.ReadTimeout("deadline")
+                            chunks.append(chunk)
+                        return b"".join(chunks)
+                except httpx.TimeoutException:
+                    raise ApiError(400, f"fetching the image URL took longer than {self.timeout_s:g} s", param=param, code="image_fetch_failed") from None
+                except httpx.HTTPError as e:
+                    raise ApiError(400, f"fetching the image URL failed ({type(e).__name__})", param=param, code="image_fetch_failed") from None
+        raise ApiError(400, f"image URL redirected more than {self.max_redirects} times", param=param, code="image_fetch_failed")
+
+    def _too_big(self) -> str:
+        return f"the fetched image is larger than the server's limit of {self.max_bytes} bytes (--image-fetch-max-mb)"
+
+
+def image_url_bytes(url: str, fetcher: ImageFetcher, *, param: str = "image_url") -> bytes:
+    """The raw bytes behind an ``image_url``: a ``data:`` URL or, under the fetch policy, an http(s) URL."""
+    if url.startswith("data:"):
+        return parse_data_url(url, param=param)[1]
+    return fetcher.fetch(url, param=param)
+
+
+def decode_image_url(url: str, fetcher: ImageFetcher, *, max_pixels: int, param: str = "image_url") -> Image.Image:
+    """An ``image_url`` -> RGB PIL image, or ``ApiError`` (400) saying why not. Blocking; run it in a thread."""
+    return load_image_bytes(image_url_bytes(url, fetcher, param=param), max_pixels=max_pixels, param=param)

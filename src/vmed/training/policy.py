@@ -1,0 +1,123 @@
+"""Stage policies: which parts of the LLaVA model train, held as data (``vmed.config.PolicyConfig``).
+
+``vision: frozen|train``, ``projector: frozen|train``, ``llm: frozen|lora|full``. ``apply_policy``
+freezes everything, then unfreezes what the policy says; ``llm: lora`` wraps the model in a PEFT
+LoRA whose targets are a regex limited to the language model (the vision tower has ``q_proj``
+too). The projector is trained through ``requires_grad`` on the base model's own projector (not
+PEFT's ``modules_to_save``), and saved separately as ``projector.safetensors``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from vmed.config import LoraConfigSpec, PolicyConfig
+
+__all__ = ["STAGE_POLICIES", "PartCount", "apply_policy", "count_parameters", "format_policy", "part_of"]
+
+STAGE_POLICIES: dict[int, PolicyConfig] = {
+    1: PolicyConfig(vision="frozen", projector="train", llm="frozen"),
+    2: PolicyConfig(vision="frozen", projector="train", llm="lora"),
+    3: PolicyConfig(vision="frozen", projector="train", llm="lora"),
+}
+"""The paper recipe's policy per stage (the shipped configs state it explicitly)."""
+
+_PARTS = ("vision", "projector", "llm", "lora")
+
+
+def part_of(name: str) -> str:
+    """The model part a parameter name belongs to: vision, projector, llm or lora (LoRA matrices)."""
+    if ".lora_" in name:
+        return "lora"
+    if "vision_tower" in name:
+        return "vision"
+    if "multi_modal_projector" in name:
+        return "projector"
+    return "llm"
+
+
+@dataclass
+class PartCount:
+    """Parameter counts of one model part."""
+
+    total: int = 0
+    trainable: int = 0
+
+
+def count_parameters(model: Any) -> dict[str, PartCount]:
+    """Total and trainable parameters per part (vision, projector, llm, lora). Tied weights count once."""
+    counts = {p: PartCount() for p in _PARTS}
+    seen: set[int] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        c = counts[part_of(name)]
+        c.total += p.numel()
+        if p.requires_grad:
+            c.trainable += p.numel()
+    return counts
+
+
+def format_policy(policy: PolicyConfig, counts: dict[str, PartCount]) -> str:
+    """One log line per part: the policy and its trainable / total parameter counts."""
+    modes = {"vision": policy.vision, "projector": policy.projector, "llm": policy.llm, "lora": "adapter"}
+    lines = [f"policy: vision={policy.vision} projector={policy.projector} llm={policy.llm}"]
+    for part in _PARTS:
+        c = counts[part]
+        if part == "lora" and c.total == 0:
+            continue
+        lines.append(f"  {part:<9} {modes[part]:<8} trainable {c.trainable:>14,} / {c.total:>14,}")
+    total = sum(c.total for c in counts.values())
+    trainable = sum(c.trainable for c in counts.values())
+    lines.append(f"  {'all':<9} {'':<8} trainable {trainable:>14,} / {total:>14,} ({100 * trainable / max(total, 1):.3f}%)")
+    return "\n".join(lines)
+
+
+def _check_lora_targets(model: Any, regex: str) -> None:
+    from vmed.errors import ConfigError
+
+    pattern = re.compile(regex)
+    matched = [n for n, _ in model.named_modules() if pattern.fullmatch(n)]
+    if not matched:
+        raise ConfigError(
+            f"lora.target_modules {regex!r} matches no module of the model; it is a regex over full module names "
+            "such as 'model.language_model.layers.0.self_attn.q_proj'"
+        )
+    outside = [n for n in matched if not n.startswith("model.language_model.")]
+    if outside:
+        raise ConfigError(
+            f"lora.target_modules {regex!r} also matches {outside[0]!r}, outside the language model; "
+            "limit the regex to model.language_model (the vision tower and projector have their own policy)"
+        )
+
+
+def apply_policy(model: Any, policy: PolicyConfig, lora: LoraConfigSpec) -> Any:
+    """Freeze/unfreeze the parts of ``model`` (a LlavaForConditionalGeneration, or a PeftModel around one
+    whose adapter is to be continued) and return the model to train (a PeftModel when ``llm`` is lora)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if policy.llm == "lora" and not isinstance(model, PeftModel):
+        _check_lora_targets(model, lora.target_modules)
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
+    wanted = {
+        "vision": policy.vision == "train",
+        "projector": policy.projector == "train",
+        "llm": policy.llm == "full",
+        "lora": policy.llm == "lora",
+    }
+    for name, p in model.named_parameters():
+        p.requires_grad_(wanted[part_of(name)])
+    return model
