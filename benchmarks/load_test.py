@@ -4,8 +4,8 @@ Starts ``vmed serve`` with a model (default: the tiny random preset, built into 
 127.0.0.1 only, then for ``--seconds`` runs ``--clients`` threads. Each client sends valid
 chat-completion requests (a PNG and a question) and, every ``--bad-every``-th request, one bad
 request from a rotation: a 20000x20000 PNG header (400 image_too_large), bad base64 (400), a
-truncated PNG (400), a truncated DICOM (400) and an oversized body (413, sent with a raw socket:
-the server answers after the headers and never reads the body). Loops are bounded in time and count.
+truncated PNG (400), a truncated DICOM (400) and an oversized body (413: a raw socket declares
+the length and sends only the headers; the server must answer without reading a body). Loops are bounded in time and count.
 
 Prints requests sent, succeeded, rejected with the expected code, wrong codes, unexpected 5xx (must
 be 0), p50/p95 latency, and the server's RSS before and after; exits 1 if anything is wrong or if
@@ -40,6 +40,9 @@ from PIL import Image
 
 BAD_KINDS = ("huge_image", "bad_base64", "truncated_png", "truncated_dicom", "oversized_body")
 EXPECTED = {"valid": 200, "huge_image": 400, "bad_base64": 400, "truncated_png": 400, "truncated_dicom": 400, "oversized_body": 413}
+ERROR_CODES = {"huge_image": "image_too_large", "bad_base64": "invalid_base64", "truncated_png": "invalid_image",
+               "truncated_dicom": "invalid_image", "oversized_body": "body_too_large"}
+"""The OpenAI-style ``error.code`` each bad request must carry (a right status with another reason counts as wrong)."""
 
 
 def png_bytes(size: int = 64, seed: int = 0) -> bytes:
@@ -104,24 +107,27 @@ class LoadReport:
         return self.errors_5xx == 0 and not self.wrong and self.transport_errors == 0 and self.right["valid"] > 0
 
 
-def _oversized(base_url: str, declared: int) -> int:
-    """Send only the headers of a body larger than the limit (and a first 64 KiB); return the status code."""
+def _oversized(base_url: str, declared: int) -> tuple[int, str | None]:
+    """Declare a body larger than the limit and send only the headers; return (status, error code).
+
+    The server must answer without waiting for the body. (Sending body bytes after its answer would
+    race with its closing the connection, and a reset can discard the answer at the client.)
+    """
     host, port = base_url.removeprefix("http://").split(":")
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {declared}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(head)
-        try:
-            s.sendall(b"x" * 65536)
-        except OSError:
-            pass
         response = b""
-        while b"\r\n" not in response:
+        while True:
             chunk = s.recv(4096)
             if not chunk:
                 break
             response += chunk
-    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else -1
+    if not response.startswith(b"HTTP/1.1 "):
+        return -1, None
+    code = "body_too_large" if b'"code": "body_too_large"' in response or b'"code":"body_too_large"' in response else None
+    return int(response.split(b" ", 2)[1]), code
 
 
 def run_load(
@@ -156,23 +162,25 @@ def run_load(
                 t0 = time.perf_counter()
                 try:
                     if kind == "oversized_body":
-                        status = _oversized(base_url, max_body_bytes + 1)
+                        status, code = _oversized(base_url, max_body_bytes + 1)
                     else:
-                        status = http.post("/v1/chat/completions", json=bodies[kind]).status_code
-                except httpx.HTTPError:
-                    status = None
+                        response = http.post("/v1/chat/completions", json=bodies[kind])
+                        status = response.status_code
+                        code = response.json().get("error", {}).get("code") if status != 200 else None
+                except (httpx.HTTPError, OSError, ValueError):
+                    status = code = None
                 elapsed = time.perf_counter() - t0
                 with lock:
                     report.sent[kind] += 1
                     if status is None:
                         report.transport_errors += 1
-                    elif status == EXPECTED[kind]:
+                    elif status == EXPECTED[kind] and code == ERROR_CODES.get(kind):
                         report.right[kind] += 1
                         report.latencies[kind].append(elapsed)
                     elif status == 429:
                         report.busy += 1
                     else:
-                        report.wrong[(kind, status)] += 1
+                        report.wrong[f"{kind}->{status} {code}"] += 1
                         if status >= 500:
                             report.errors_5xx += 1
 

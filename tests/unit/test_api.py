@@ -169,16 +169,25 @@ def test_dicom_data_url_is_windowed_and_answered(server, engine):
 
 def test_context_overflow_is_400_stating_both_numbers(server, engine):
     png = png_bytes()
-    prompt = len(engine.prompt_ids(_image(png), [], "Q?"))
-    too_many = engine.context_length - prompt + 1
+    image = _image(png)
+    per_word = len(engine.prompt_ids(image, [], "lung " * 101)) - len(engine.prompt_ids(image, [], "lung " * 100))
+    words = (engine.context_length - len(engine.prompt_ids(image, [], "lung")) - 6) // per_word
+    question = "lung " * words  # a long question that leaves a few tokens of room
+    prompt = len(engine.prompt_ids(image, [], question))
+    room = engine.context_length - prompt
+    assert 0 < room < 40
     for stream in (False, True):
-        r = httpx.post(server + "/v1/chat/completions", json={"messages": [user_message("Q?", data_url(png))], "max_tokens": too_many, "stream": stream}, timeout=60)
+        body = {"messages": [user_message(question, data_url(png))], "max_tokens": room + 1, "stream": stream}
+        r = httpx.post(server + "/v1/chat/completions", json=body, timeout=60)
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["code"] == "context_length_exceeded" and err["param"] == "max_tokens"
-        assert str(prompt) in err["message"] and str(too_many) in err["message"] and str(engine.context_length) in err["message"]
-    ok = httpx.post(server + "/v1/chat/completions", json={"messages": [user_message("Q?", data_url(png))], "max_tokens": too_many - 1}, timeout=120)
-    assert ok.status_code == 200
+        assert str(prompt) in err["message"] and str(room + 1) in err["message"] and str(engine.context_length) in err["message"]
+    ok = httpx.post(server + "/v1/chat/completions", json={"messages": [user_message(question, data_url(png))], "max_tokens": room}, timeout=120)
+    assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] == prompt
+    # Without max_tokens the answer gets the room that is left, not the default of 256.
+    auto = httpx.post(server + "/v1/chat/completions", json={"messages": [user_message(question, data_url(png))]}, timeout=120)
+    assert auto.status_code == 200 and auto.json()["usage"]["completion_tokens"] <= room
 
 
 def test_web_ui_routes(server):
@@ -227,3 +236,23 @@ def test_prompts_images_and_dicom_tags_never_reach_the_logs(server, caplog, capf
     assert "prompt_tokens=" in logged  # and vmed's own request log
     for canary in (canary_prompt, canary_system, canary_tag, "CANARY^TAGVALUE", dcm_b64[:40]):
         assert canary not in logged
+
+
+def test_client_disconnect_mid_stream_cancels_and_frees_the_slot(server, engine):
+    """A client that hangs up after the first chunk: the generation is cancelled and the server goes on."""
+    import time
+
+    body = {"messages": [user_message("Describe everything.", data_url(png_bytes()))], "max_tokens": 1500, "stream": True}
+    with httpx.stream("POST", server + "/v1/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if '"content"' in line:
+                break
+    deadline = time.monotonic() + 30
+    while httpx.get(server + "/health").json()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(server + "/health").json()["in_flight"] == 0
+    t0 = time.monotonic()
+    ok = httpx.post(server + "/v1/chat/completions", json={"messages": [user_message("Hi")], "max_tokens": 2}, timeout=60)
+    assert ok.status_code == 200
+    assert time.monotonic() - t0 < 20  # not stuck behind the abandoned 1500-token generation

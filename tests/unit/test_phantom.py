@@ -121,17 +121,29 @@ def test_files_split_and_validate(tmp_path):
     assert len(set(ids)) == 100
 
 
-@pytest.mark.parametrize("kinds", [DEFAULT_KINDS, ALL_KINDS])
-def test_answers_are_balanced_for_every_question_text(kinds):
-    for seed in (0, 1):
-        records = [p.record for p in make_phantoms(300, seed=seed, size=32, question_kinds=kinds)]
-        by = _answers_by_question(records)
-        assert len(by) >= 8
-        for question, counts in by.items():
-            k = len(counts)
-            assert k >= 2, f"{question!r} always has the answer {counts}"
-            total = sum(counts.values())
-            assert max(counts.values()) / total <= 1 / k + 0.05, (question, counts)
+@pytest.mark.parametrize("kinds, seed", [(DEFAULT_KINDS, 0), (ALL_KINDS, 1)])
+def test_answers_are_balanced_for_every_question_text(kinds, seed):
+    records = [p.record for p in make_phantoms(300, seed=seed, size=32, question_kinds=kinds)]
+    by = _answers_by_question(records)
+    assert len(by) >= 8
+    for question, counts in by.items():
+        k = len(counts)
+        assert k >= 2, f"{question!r} always has the answer {counts}"
+        total = sum(counts.values())
+        assert max(counts.values()) / total <= 1 / k + 0.05, (question, counts)
+
+
+def test_closed_answers_are_balanced_within_the_test_split():
+    """The demo scores closed questions on the test split: a model blind to the image, even one that knew
+    each question's majority answer on that split, stays near chance."""
+    phantoms = make_phantoms(1000, seed=0, size=16)
+    test = [p.record for p in phantoms if p.record.split == "test"]
+    assert len(test) == 100
+    closed = _answers_by_question([dataclasses.replace(r, turns=[t for t in r.turns if t.answer_type == "closed"]) for r in test])
+    total = sum(sum(c.values()) for c in closed.values())
+    yes = sum(c["yes"] for c in closed.values())
+    assert total > 100 and 0.45 <= yes / total <= 0.55
+    assert sum(max(c.values()) for c in closed.values()) / total <= 0.56
 
 
 def test_answers_agree_with_findings(phantoms300):
@@ -219,11 +231,12 @@ def test_lesions_change_only_their_side_and_can_be_counted(phantoms300):
 
 
 def test_modality_is_visible_in_global_statistics(phantoms300):
-    """A nearest-centroid classifier on 4 global statistics of 32 px images tells the modalities apart."""
+    """A nearest-centroid classifier on 3 global statistics of 32 px images (median intensity, dark
+    fraction, median horizontal gradient = texture) tells the modalities apart."""
 
     def features(px):
         x = px.astype(np.float64) / 255
-        return np.array([x.mean(), x.std(), (x > 0.8).mean(), np.abs(np.diff(x, axis=1)).mean()])
+        return np.array([np.median(x), (x < 0.1).mean(), np.median(np.abs(np.diff(x, axis=1)))])
 
     X = np.stack([features(p.pixels) for p in phantoms300])
     y = np.array([p.findings.modality for p in phantoms300])
@@ -231,7 +244,7 @@ def test_modality_is_visible_in_global_statistics(phantoms300):
     Z = (X - mu) / sd
     centroids = {m: Z[:150][y[:150] == m].mean(0) for m in ("CT", "MRI", "X-ray")}
     pred = [min(centroids, key=lambda m: np.linalg.norm(z - centroids[m])) for z in Z[150:]]
-    assert np.mean(np.array(pred) == y[150:]) >= 0.95
+    assert np.mean(np.array(pred) == y[150:]) >= 0.93
 
 
 def test_describe_records(phantoms300):

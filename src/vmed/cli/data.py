@@ -15,6 +15,9 @@ from vmed.errors import UserInputError
 
 __all__ = ["phantom", "validate", "parse_split", "parse_kinds"]
 
+DEFAULT_KINDS_OPTION = "modality,presence,count,side"
+"""``vmed.data.phantom.DEFAULT_KINDS`` as the option text (kept literal so ``--help`` imports no numpy)."""
+
 
 def parse_split(text: str) -> tuple[float, float, float]:
     """Parse ``"0.8,0.1,0.1"`` into three fractions (train, validation, test) that sum to 1."""
@@ -47,7 +50,7 @@ def phantom(
     size: int = typer.Option(64, "--size", min=16, max=1024, help="Image side in pixels (the tiny model uses 32 or 64)."),
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="TRAIN,VALIDATION,TEST fractions, summing to 1."),
     kinds: str = typer.Option(
-        "modality,presence,count,side",
+        DEFAULT_KINDS_OPTION,
         "--kinds",
         help="Comma-separated question kinds to ask, or 'all': modality, organ, presence, count, side, size, brightness.",
     ),

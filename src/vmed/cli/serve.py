@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from vmed.cli._apps import app
+from vmed.constants import DEFAULT_MAX_IMAGE_PIXELS
 from vmed.errors import UserInputError
 
 
@@ -21,7 +22,7 @@ def serve(
     name: Optional[str] = typer.Option(None, "--name", help="Model id reported by /v1/models (default: the model dir's name)."),
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda if available, else cpu)."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body in MiB; larger bodies get 413 before they are read."),
-    max_image_pixels: int = typer.Option(50_000_000, "--max-image-pixels", help="Pixel budget per image, checked from the header before decoding (400)."),
+    max_image_pixels: int = typer.Option(DEFAULT_MAX_IMAGE_PIXELS, "--max-image-pixels", help="Pixel budget per image, checked from the header before decoding (400)."),
     max_images: int = typer.Option(4, "--max-images", help="Most images per request (400 above); the model sees the last one."),
     max_concurrent: int = typer.Option(4, "--max-concurrent", help="Requests processed at once; more get 429 at once."),
     default_max_tokens: int = typer.Option(256, "--default-max-tokens", help="max_tokens when a request sets none (clamped to the context)."),

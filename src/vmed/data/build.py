@@ -98,23 +98,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_image(path: Path | None, full: bool) -> str | None:
+def check_image(path: str | os.PathLike | None, full: bool) -> str | None:
     """None if the image is usable, else the skip reason ``image_missing`` or ``image_unreadable``.
 
     ``full`` decodes the image with ``vmed.imaging.load_image``; otherwise only the header is read.
     """
-    if path is None or not path.is_file():
+    if path is None or not os.path.isfile(path):
         return "image_missing"
     from vmed.imaging import SUPPORTED_FORMATS, ImageError, load_image, sniff_format
 
     if full:
         try:
-            load_image(path)
+            load_image(Path(path))
         except (ImageError, OSError):
             return "image_unreadable"
         return None
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             head = f.read(4096)
     except OSError:
         return "image_unreadable"
@@ -127,9 +127,9 @@ class _ImageChecker:
     def __init__(self, full: bool, maxsize: int = 65536):
         self.full = full
         self.maxsize = maxsize
-        self._cache: OrderedDict[Path, str | None] = OrderedDict()
+        self._cache: OrderedDict[str | Path, str | None] = OrderedDict()
 
-    def __call__(self, path: Path | None) -> str | None:
+    def __call__(self, path: str | Path | None) -> str | None:
         if path is None:
             return "image_missing"
         if path in self._cache:
@@ -160,19 +160,26 @@ class _ImagePlacer:
     """Turns an image's dataset path into the record's ``image`` field (relative to the output dir)."""
 
     def __init__(self, out: Path, copy: bool):
-        self.out = out.resolve()
+        self.out = os.path.abspath(out)
         self.copy = copy
+        self._rel_dirs: dict[str, str] = {}
 
-    def __call__(self, key: str | None, path: Path | None) -> str | None:
+    def __call__(self, key: str | None, path: str | Path | None) -> str | None:
         if path is None:
             return None
-        if self.copy and key and path.is_file():
-            dest = self.out / "images" / key
+        if self.copy and key and os.path.isfile(path):
+            dest = Path(self.out) / "images" / key
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, dest)
             return f"images/{key}"
-        return os.path.relpath(path.resolve(), self.out)
+        parent, name = os.path.split(os.path.abspath(path))
+        rel = self._rel_dirs.get(parent)
+        if rel is None:  # one relpath per folder: streamed inputs have 500K images in a few folders
+            rel = os.path.relpath(parent, self.out)
+            if len(self._rel_dirs) < 4096:
+                self._rel_dirs[parent] = rel
+        return name if rel == "." else os.path.join(rel, name)
 
 
 def _split_order(names: Iterable[str]) -> list[str]:

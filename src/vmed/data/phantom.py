@@ -8,10 +8,11 @@ findings are known, every question about the image has a known answer.
 Design goals, in order:
 
 1. **Answers are balanced by construction.** For every fixed question text the answers are equally
-   frequent over a generated set, so a model that ignores the image scores chance. The findings are
-   drawn by stratified sampling (``_balanced``), and for every question kind the "form" asked (open,
-   closed about the true value, closed about a distractor, or not asked) is assigned in exact
-   proportions *within each stratum* of the answer, so asking never skews an answer distribution.
+   frequent over a generated set (and within each split), so a model that ignores the image scores
+   chance. The findings are drawn by stratified sampling (``phantom_text.balanced``), and for every
+   question kind the "form" asked (open, closed about the true value, closed about a distractor, or
+   not asked) is assigned in exact proportions *within each stratum* of the answer, so asking never
+   skews an answer distribution.
 2. **Coarse, strong visual cues** (a tiny random-init vision tower must learn them at 32-64 px):
    lesions have a radius of 10 or 13 % of the image side and are nearly white (bright) or black (dark)
    on mid-grey tissue; their centres lie at least 18 % of the image side away from the midline;
@@ -30,13 +31,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from vmed.constants import SPLITS, SUMMARY_PROMPT
 from vmed.data import phantom_text as T
+from vmed.data.phantom_text import ALL_KINDS, DEFAULT_KINDS, QUESTION_KINDS, QuestionKind, plan_turns
 from vmed.data.schema import Dialogue, Turn, write_jsonl
 from vmed.errors import UserInputError
 
@@ -131,30 +133,6 @@ class Findings:
         }
 
 
-# --------------------------------------------------------------------------- balanced sampling
-
-
-def _balanced(rng: np.random.Generator, m: int, values: Sequence) -> list:
-    """``m`` values, each of ``values`` equally often (the remainder chosen at random), in random order."""
-    if m == 0:
-        return []
-    reps = -(-m // len(values))
-    tiled = [v for _ in range(reps) for v in values]
-    return [tiled[j] for j in rng.permutation(len(tiled))[:m]]
-
-
-def _stratified(rng: np.random.Generator, keys: Sequence[Hashable | None], values_for: Callable[[Hashable], Sequence]) -> list:
-    """For each index, a value from ``values_for(key)``, balanced within each key's group (None = not applicable)."""
-    out: list = [None] * len(keys)
-    groups: dict[Hashable, list[int]] = {}
-    for i, k in enumerate(keys):
-        if k is not None:
-            groups.setdefault(k, []).append(i)
-    for k, idx in groups.items():
-        for i, v in zip(idx, _balanced(rng, len(idx), values_for(k))):
-            out[i] = v
-    return out
-
 
 def _place_lesions(rng: np.random.Generator, count: int, layout: str | None, size: str, brightness: str) -> tuple[Lesion, ...]:
     if count == 0:
@@ -178,12 +156,12 @@ def _place_lesions(rng: np.random.Generator, count: int, layout: str | None, siz
 
 def sample_findings(n: int, rng: np.random.Generator) -> list[Findings]:
     """``n`` findings with balanced modality, organ, lesion count (0-3), layout (per count), size and brightness."""
-    modality = _balanced(rng, n, T.MODALITIES)
-    organ = _balanced(rng, n, T.ORGANS)
-    count = _balanced(rng, n, (0, 1, 2, 3))
-    layout = _stratified(rng, [c or None for c in count], lambda c: T.SIDES if c == 1 else T.LAYOUTS)
-    size = _stratified(rng, [c or None for c in count], lambda c: T.SIZES)
-    bright = _stratified(rng, [c or None for c in count], lambda c: T.BRIGHTNESSES)
+    modality = T.balanced(rng, n, T.MODALITIES)
+    organ = T.balanced(rng, n, T.ORGANS)
+    count = T.balanced(rng, n, (0, 1, 2, 3))
+    layout = T.stratified(rng, [c or None for c in count], lambda c: T.SIDES if c == 1 else T.LAYOUTS)
+    size = T.stratified(rng, [c or None for c in count], lambda c: T.SIZES)
+    bright = T.stratified(rng, [c or None for c in count], lambda c: T.BRIGHTNESSES)
     return [
         Findings(modality[i], organ[i], _place_lesions(rng, count[i], layout[i], size[i], bright[i]), layout[i])
         for i in range(n)
@@ -255,129 +233,6 @@ def render_phantom(findings: Findings, size: int, rng: np.random.Generator) -> n
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- questions
-
-
-@dataclass(frozen=True)
-class QuestionKind:
-    """One kind of question. ``forms(f)`` gives (stratum, forms) or None when the kind does not apply;
-    the forms of a stratum are assigned in exact proportions within it. ``ask(f, form)`` builds the turn
-    (None for the form "skip")."""
-
-    name: str
-    question_type: str
-    forms: Callable[[Findings], tuple[Hashable, Sequence[str]] | None]
-    ask: Callable[[Findings, str], Turn | None]
-
-
-def _yes(b: bool) -> str:
-    return "yes" if b else "no"
-
-
-def _ask_modality(f: Findings, form: str) -> Turn:
-    if form == "open":
-        return Turn(T.Q.MODALITY, f.modality, "open", "MODALITY")
-    if form == "true":
-        return Turn(T.modality_closed_question(f.modality), "yes", "closed", "MODALITY")
-    other = [m for m in T.MODALITIES if m != f.modality][int(form[-1])]
-    return Turn(T.modality_closed_question(other), "no", "closed", "MODALITY")
-
-
-def _ask_side(f: Findings, form: str) -> Turn | None:
-    if form == "skip":
-        return None
-    if form == "open":
-        return Turn(T.Q.SIDE_ONE if f.count == 1 else T.Q.SIDE_MANY, f.layout, "open", "POS")
-    return Turn(T.side_closed_question(form), _yes(f.layout == form), "closed", "POS")
-
-
-def _ask_size(f: Findings, form: str) -> Turn:
-    one = f.count == 1
-    if form == "open":
-        return Turn(T.Q.SIZE_ONE if one else T.Q.SIZE_MANY, f.size, "open", "SIZE")
-    return Turn(T.Q.LARGE_ONE if one else T.Q.LARGE_MANY, _yes(f.size == "large"), "closed", "SIZE")
-
-
-def _ask_brightness(f: Findings, form: str) -> Turn:
-    one = f.count == 1
-    if form == "open":
-        return Turn(T.Q.BRIGHTNESS_ONE if one else T.Q.BRIGHTNESS_MANY, f.brightness, "open", "ATTRIB")
-    return Turn(T.Q.BRIGHT_ONE if one else T.Q.BRIGHT_MANY, _yes(f.brightness == "bright"), "closed", "ATTRIB")
-
-
-QUESTION_KINDS: dict[str, QuestionKind] = {
-    # open 1/3; closed about the true modality 1/3 ("yes"); closed about each distractor 1/6 ("no").
-    "modality": QuestionKind(
-        "modality", "MODALITY", lambda f: (f.modality, ("open", "open", "true", "true", "d0", "d1")), _ask_modality
-    ),
-    "organ": QuestionKind(
-        "organ", "ORGAN", lambda f: (f.organ, ("open",)), lambda f, _: Turn(T.Q.ORGAN, f.organ, "open", "ORGAN")
-    ),
-    # asked on every lesion-free image and on 1/3 of the others (= 1/4 of all images each): yes/no 50/50.
-    "presence": QuestionKind(
-        "presence",
-        "PRES",
-        lambda f: (f.count == 0, ("ask",) if f.count == 0 else ("ask", "skip", "skip")),
-        lambda f, form: None if form == "skip" else Turn(T.Q.PRESENCE, _yes(f.count > 0), "closed", "PRES"),
-    ),
-    "count": QuestionKind(
-        "count", "COUNT", lambda f: (f.count, ("ask",)), lambda f, _: Turn(T.Q.COUNT, str(f.count), "open", "COUNT")
-    ),
-    # one-sided images: open 1/2, "left?" 1/4, "right?" 1/4; both-sided: open 1/2, not asked 1/2.
-    "side": QuestionKind(
-        "side",
-        "POS",
-        lambda f: None
-        if f.count == 0
-        else ((f.count == 1, f.layout), ("open", "skip") if f.layout == "both" else ("open", "open", "left", "right")),
-        _ask_side,
-    ),
-    "size": QuestionKind(
-        "size", "SIZE", lambda f: None if f.count == 0 else ((f.count == 1, f.size), ("open", "closed")), _ask_size
-    ),
-    "brightness": QuestionKind(
-        "brightness",
-        "ATTRIB",
-        lambda f: None if f.count == 0 else ((f.count == 1, f.brightness), ("open", "closed")),
-        _ask_brightness,
-    ),
-}
-"""The question kinds, in the order they are asked within a dialogue."""
-
-ALL_KINDS = tuple(QUESTION_KINDS)
-DEFAULT_KINDS = ("modality", "presence", "count", "side")
-"""The default keeps dialogues short: 2-4 turns (mean about 3)."""
-
-
-def _check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
-    kinds = tuple(kinds)
-    unknown = [k for k in kinds if k not in QUESTION_KINDS]
-    if unknown or not kinds:
-        what = f"unknown question kinds {unknown}" if unknown else "no question kinds given"
-        raise UserInputError(f"{what}; choose from {', '.join(ALL_KINDS)}")
-    return tuple(k for k in ALL_KINDS if k in kinds)
-
-
-def plan_turns(findings: Sequence[Findings], rng: np.random.Generator, kinds: Sequence[str] = DEFAULT_KINDS) -> list[list[Turn]]:
-    """The turns of every record, balanced per question text (see the module docstring)."""
-    kinds = _check_kinds(kinds)
-    turns: list[list[Turn]] = [[] for _ in findings]
-    for name in kinds:
-        kind = QUESTION_KINDS[name]
-        strata = [kind.forms(f) for f in findings]
-        forms_of = {s[0]: s[1] for s in strata if s is not None}
-        chosen = _stratified(rng, [None if s is None else s[0] for s in strata], lambda k: forms_of[k])
-        for i, form in enumerate(chosen):
-            if form is not None:
-                t = kind.ask(findings[i], form)
-                if t is not None:
-                    turns[i].append(t)
-    for ts in turns:
-        for j, t in enumerate(ts, start=1):
-            t.qid = str(j)
-    return turns
-
-
 # --------------------------------------------------------------------------- records and files
 
 
@@ -390,18 +245,13 @@ class Phantom:
     record: Dialogue = field(repr=False)
 
 
-def _split_labels(keys: Sequence[Hashable], split: Sequence[float], rng: np.random.Generator) -> list[str]:
-    """Assign splits in exact overall proportions, spread evenly over the groups of ``keys`` (stratified)."""
-    n = len(keys)
-    tie = rng.random(n)
-    order = sorted(range(n), key=lambda i: (str(keys[i]), float(tie[i])))
-    assigned = [0, 0, 0]
-    labels = [""] * n
-    for j, i in enumerate(order):
-        s = max(range(3), key=lambda k: (split[k] * (j + 1) - assigned[k], -k))
-        assigned[s] += 1
-        labels[i] = SPLITS[s]
-    return labels
+def _split_sizes(n: int, split: Sequence[float]) -> list[int]:
+    """Records per split: floors of ``n * fraction``, the rest to the largest remainders (earlier split on ties)."""
+    exact = [n * f for f in split]
+    sizes = [int(np.floor(x + 1e-9)) for x in exact]
+    for k in sorted(range(len(split)), key=lambda k: (-(exact[k] - sizes[k]), k))[: n - sum(sizes)]:
+        sizes[k] += 1
+    return sizes
 
 
 def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
@@ -417,25 +267,33 @@ def make_phantoms(
     size: int = 64,
     split: Sequence[float] = (0.8, 0.1, 0.1),
     question_kinds: Sequence[str] = DEFAULT_KINDS,
-    image_dir: str = "images",
 ) -> list[Phantom]:
-    """Build ``n`` phantoms in memory (records name their image ``{image_dir}/phantom-NNNNN.png``)."""
+    """Build ``n`` phantoms in memory (records name their image ``images/phantom-NNNNN.png``).
+
+    Each split is sampled and planned on its own, so the answer balance holds within every split
+    (the test split included), not only over the whole set. Records come in split order.
+    """
     if n < 1:
         raise UserInputError(f"n must be at least 1, got {n}")
     if not 16 <= size <= 1024:
         raise UserInputError(f"size must be between 16 and 1024 pixels, got {size}")
     split = _check_split(split)
-    kinds = _check_kinds(question_kinds)
+    kinds = T.check_kinds(question_kinds)
     rng = np.random.default_rng(seed)
-    findings = sample_findings(n, rng)
-    turns = plan_turns(findings, rng, kinds)
-    splits = _split_labels([(f.modality, f.count, f.layout) for f in findings], split, rng)
+    findings: list[Findings] = []
+    turns: list[list[Turn]] = []
+    splits: list[str] = []
+    for name, m in zip(SPLITS, _split_sizes(n, split)):  # each split balanced on its own
+        f_split = sample_findings(m, rng)
+        findings += f_split
+        turns += plan_turns(f_split, rng, kinds)
+        splits += [name] * m
     width = max(5, len(str(n - 1)))
     out = []
     for i, f in enumerate(findings):
-        name = f"phantom-{i:0{width}d}"
+        num = f"{i:0{width}d}"
         meta = f.to_meta(size) | {"seed": seed, "question_kinds": list(kinds)}
-        rec = Dialogue(f"{SOURCE}/s{seed}-{i:0{width}d}", f"{image_dir}/{name}.png", turns[i], SOURCE, splits[i], f.summary(), meta)
+        rec = Dialogue(f"{SOURCE}/s{seed}-{num}", f"images/phantom-{num}.png", turns[i], SOURCE, splits[i], f.summary(), meta)
         out.append(Phantom(f, render_phantom(f, size, np.random.default_rng([seed, i])), rec))
     return out
 
@@ -452,7 +310,8 @@ def generate_phantoms(
     """Write ``out_dir/images/*.png`` and ``out_dir/{train,validation,test}.jsonl``; return {split: jsonl path}.
 
     Deterministic: the same arguments give byte-identical files. A split with no records gets an
-    empty file. ``question_kinds`` picks the kinds asked (``ALL_KINDS``; default ``DEFAULT_KINDS``).
+    empty file. Existing files of the same names are overwritten; other files are left alone.
+    ``question_kinds`` picks the kinds asked (from ``ALL_KINDS``; default ``DEFAULT_KINDS``).
     """
     out_dir = Path(out_dir)
     phantoms = make_phantoms(n, seed, size, split, question_kinds)

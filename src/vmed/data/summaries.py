@@ -67,7 +67,7 @@ def cap_words(text: str, max_words: int) -> str:
 _MODALITIES = {
     "mri": "MRI", "mr": "MRI", "ct": "CT", "x-ray": "X-ray", "xray": "X-ray", "radiograph": "radiograph",
     "ultrasound": "ultrasound", "us": "ultrasound", "pet": "PET", "mammogram": "mammogram", "angiogram": "angiogram",
-    "fluoroscopy": "fluoroscopy", "cta": "CT angiogram", "mra": "MR angiogram", "film": "X-ray",
+    "fluoroscopy": "fluoroscopy", "cta": "CT angiogram", "mra": "MR angiogram",
 }
 _DETAILS = {"t1": "T1-weighted", "t2": "T2-weighted", "flair": "FLAIR", "dwi": "diffusion-weighted", "adc": "ADC map",
             "contrast": "with contrast", "with contrast": "with contrast", "noncontrast": "without contrast"}
@@ -95,7 +95,7 @@ _REGIONS = {"chest", "abdomen", "abdominal", "head", "brain", "pelvis", "pelvic"
             "lung", "kidney", "liver", "skull", "cervical", "lumbar", "thoracic", "shoulder", "hip", "renal", "cardiac"}
 _MRI_DETAILS = {"t1", "t2", "flair", "dwi", "adc"}
 _STOP = {"the", "a", "an", "is", "are", "was", "were", "there", "this", "that", "of", "in", "on", "image", "seen",
-         "present", "visible", "any", "be", "does", "do", "not", "no", "to", "with"}
+         "present", "visible", "any", "be", "does", "do", "not", "no", "to", "with", "above", "shown"}
 _VERBS = {
     "have", "contain", "show", "display", "appear", "demonstrate", "include", "involve", "cross", "extend", "enhance",
     "affect", "look", "represent", "exhibit", "suggest", "indicate", "reveal", "belong", "lie", "occupy", "compress",
@@ -237,6 +237,8 @@ def _open_statement(words: list[str], answer: str) -> str | None:
         return None
     lw = [w.lower() for w in words]
     ans = _phrase_lower(answer.rstrip("."))
+    if ans.lower().startswith(("it ", "they ", "there ", "this ")):
+        return None  # a sentence answer: slotting it into the question would not read
     if lw[0] in ("what", "which") and lw[1] in _BE and len(words) > 2:
         subject = " ".join(words[2:])
         if lw[2] in _PRED_START or lw[2].endswith(("ed", "ing")):
@@ -330,7 +332,7 @@ def _content(text: str) -> set[str]:
     return {w.strip(",;:-").lower() for w in text.split()} - _STOP
 
 
-def _similar(a: str, b: str, threshold: float = 0.6) -> bool:
+def _similar(a: str, b: str, threshold: float = 0.5) -> bool:
     """Two findings that say nearly the same thing (paraphrased questions); same polarity only."""
     neg_a = any(w in a.lower().split() for w in ("no", "not"))
     neg_b = any(w in b.lower().split() for w in ("no", "not"))
@@ -355,7 +357,10 @@ def template_summary(turns: Sequence[Turn], max_findings: int = 4, max_words: in
         parts.append(_sentence_case("; ".join(findings)) + ".")
     if not parts:
         answers = list(dict.fromkeys(t.answer.strip().rstrip(".") for t in turns if t.answer.strip().lower() not in ("yes", "no")))[:3]
-        parts.append(_sentence_case("Findings include " + ", ".join(answers) + ".") if answers else "Image reviewed.")
+        if answers:
+            parts.append(_sentence_case("Findings include " + ", ".join(answers) + "."))
+        elif turns:  # only yes/no answers that fit no pattern: state the first exchange as it is
+            parts.append(f"{turns[0].question.strip().rstrip('?')}? {_sentence_case(turns[0].answer.strip())}.")
     return cap_words(" ".join(parts), max_words)
 
 

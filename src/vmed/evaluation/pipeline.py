@@ -36,6 +36,21 @@ def _clean(obj):
     return obj
 
 
+TIMESTAMP_KEYS = ("started_at", "finished_at")
+
+
+def _run_settings(path: Path) -> dict | None:
+    """run_info.json without its timestamps, so that metrics.json and report.md of two identical runs are
+    byte-identical (the timestamps stay in run_info.json)."""
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return {k: v for k, v in info.items() if k not in TIMESTAMP_KEYS}
+
+
 def score_file(
     predictions: str | os.PathLike,
     output_dir: str | os.PathLike | None = None,
@@ -64,7 +79,7 @@ def score_file(
     header = {
         "schema": "vmed.eval.metrics/1",
         "predictions": {"path": str(path), "sha256": sha256_file(path)},
-        "run": json.loads(run_info.read_text(encoding="utf-8")) if run_info.is_file() else None,
+        "run": _run_settings(run_info),
         "score_command": command,
     }
     doc = _clean({**header, **doc})

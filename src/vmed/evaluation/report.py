@@ -62,8 +62,7 @@ def _provenance(doc: dict) -> list[str]:
         )
         for s in sk[:20]:
             lines.append(f"  - skipped `{s['id']}`: {_cell(s['reason'], 200)}")
-        if run.get("started_at"):
-            lines.append(f"- run started {run['started_at']}, finished {run.get('finished_at', '?')} (UTC)")
+        lines.append("- start and end times: run_info.json beside the predictions")
     else:
         lines.append("- run: no run_info.json beside the predictions (scored a file from elsewhere)")
     if doc.get("score_command"):

@@ -1,12 +1,14 @@
-"""Find and load what a checkpoint path holds: a plain/exported model dir or a run dir with a LoRA adapter.
+"""Find and load what a checkpoint path holds, from the files it contains (never from its name).
 
-The kind of directory is read from the files it contains, never guessed from its name:
+- ``run_manifest.json`` without a merged export: a training run dir (or an unmerged export). It is
+  rebuilt by ``vmed.training.runs.load_run`` (base model from the manifest's ``base`` entry, its
+  fingerprint checked, projector, adapters) with every LoRA adapter merged.
+- ``config.json`` (including a merged ``vmed export``, whose manifest says ``export.merged``): a
+  plain model dir, loaded by ``vmed.model.load_model``.
+- ``adapter_config.json`` alone: a bare PEFT LoRA adapter; the base model dir is the one its
+  ``base_model_name_or_path`` names (absolute, or relative to the adapter dir or the working dir).
 
-- ``adapter_config.json`` present: a LoRA adapter (a training run dir). The base model is named
-  by an explicit field: ``run_manifest.json``'s ``base_model`` entry when the run has a manifest,
-  else the adapter config's ``base_model_name_or_path``. The base must be a vmed model dir; the
-  adapter is merged into it after loading (plain weights generate faster than a PEFT wrapper).
-- ``config.json`` present: a plain or exported model dir (``vmed.model.load_model``).
+LoRA weights are merged after loading: plain weights generate faster than a PEFT wrapper.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ __all__ = ["Checkpoint", "resolve_checkpoint", "load_checkpoint"]
 
 MANIFEST = "run_manifest.json"
 ADAPTER_CONFIG = "adapter_config.json"
-MANIFEST_BASE_FIELDS = ("base_model_dir", "base_model")
-"""``run_manifest.json`` fields that may name the base model dir, in order of preference."""
 
 
 @dataclass
 class Checkpoint:
-    """What to load: ``model_dir`` (a vmed model dir) plus an optional LoRA ``adapter_dir``."""
+    """What ``path`` holds: ``kind`` is ``model`` (a model dir), ``run`` (a training run) or ``adapter``
+    (a bare LoRA adapter at ``path`` over the model dir ``base``)."""
 
-    model_dir: Path
-    adapter_dir: Path | None = None
+    kind: str
+    path: Path
+    base: Path | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -45,27 +47,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _base_from_manifest(manifest: dict[str, Any]) -> str | None:
-    for key in MANIFEST_BASE_FIELDS:
-        value = manifest.get(key)
-        if isinstance(value, dict):  # e.g. {"path": ..., "sha256": ...}
-            value = value.get("path") or value.get("dir")
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def _resolve_base(name: str, run_dir: Path, field: str) -> Path:
-    """A base-model path from a saved field: absolute, or relative to the run dir, or to the working dir."""
-    candidates = [Path(name)] if os.path.isabs(name) else [run_dir / name, Path.cwd() / name]
+def _resolve_base(name: str, adapter_dir: Path) -> Path:
+    """The base model dir named by an adapter: absolute, or relative to the adapter dir, or to the working dir."""
+    candidates = [Path(name)] if os.path.isabs(name) else [adapter_dir / name, Path.cwd() / name]
     for c in candidates:
         if (c / "config.json").is_file():
             return c.resolve()
     tried = ", ".join(str(c) for c in candidates)
     raise UserInputError(
-        f"{run_dir}: {field} names the base model {name!r}, but no model dir (with config.json) is there "
-        f"(looked at {tried}); build or copy the base model to that path, or export the run with "
-        "`vmed export --run RUN --output DIR --merge` and load the exported dir"
+        f"{adapter_dir / ADAPTER_CONFIG}: base_model_name_or_path names the base model {name!r}, but no model dir "
+        f"(with config.json) is there (looked at {tried}); put the base model at that path or edit the field"
     )
 
 
@@ -75,27 +66,22 @@ def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not p.exists():
         raise UserInputError(f"model path {p} does not exist; pass a model dir, an exported dir or a training run dir")
     if not p.is_dir():
-        raise UserInputError(f"model path {p} is a file; pass the directory that holds config.json or adapter_config.json")
+        raise UserInputError(f"model path {p} is a file; pass the directory that holds config.json, run_manifest.json or adapter_config.json")
+    has_config = (p / "config.json").is_file()
+    if (p / MANIFEST).is_file():
+        merged_export = (_read_json(p / MANIFEST).get("export") or {}).get("merged") is True
+        if not (merged_export and has_config):
+            return Checkpoint("run", p.resolve())
+    if has_config:
+        return Checkpoint("model", p.resolve())
     if (p / ADAPTER_CONFIG).is_file():
-        base = None
-        field = ""
-        if (p / MANIFEST).is_file():
-            base = _base_from_manifest(_read_json(p / MANIFEST))
-            field = f"{MANIFEST} ({'/'.join(MANIFEST_BASE_FIELDS)})"
-        if base is None:
-            base = _read_json(p / ADAPTER_CONFIG).get("base_model_name_or_path")
-            field = f"{ADAPTER_CONFIG} (base_model_name_or_path)"
+        base = _read_json(p / ADAPTER_CONFIG).get("base_model_name_or_path")
         if not isinstance(base, str) or not base:
-            raise UserInputError(
-                f"{p}: a LoRA adapter without a base model: neither {MANIFEST} ({'/'.join(MANIFEST_BASE_FIELDS)}) "
-                f"nor {ADAPTER_CONFIG} (base_model_name_or_path) names it"
-            )
-        return Checkpoint(model_dir=_resolve_base(base, p, field), adapter_dir=p.resolve())
-    if (p / "config.json").is_file():
-        return Checkpoint(model_dir=p.resolve())
+            raise UserInputError(f"{p / ADAPTER_CONFIG}: base_model_name_or_path is missing; it must name the base model dir")
+        return Checkpoint("adapter", p.resolve(), _resolve_base(base, p))
     raise UserInputError(
-        f"{p} is not a model directory: expected config.json (a model or exported dir) or adapter_config.json "
-        "(a training run dir with a LoRA adapter)"
+        f"{p} is not a model directory: expected config.json (a model or merged export), run_manifest.json "
+        "(a training run) or adapter_config.json (a LoRA adapter)"
     )
 
 
@@ -108,9 +94,16 @@ def load_checkpoint(path: str | os.PathLike, *, device: Any = None, dtype: Any =
     ckpt = resolve_checkpoint(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else None
-    model, processor = load_model(ckpt.model_dir, dtype=dtype, device=device)
-    if ckpt.adapter_dir is not None:
+    if ckpt.kind == "run":
+        from vmed.training.runs import load_run
+
+        model, processor, _ = load_run(ckpt.path, dtype=dtype, device=device, merge=True)
+    elif ckpt.kind == "adapter":
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(ckpt.adapter_dir)).merge_and_unload()
+        assert ckpt.base is not None
+        model, processor = load_model(ckpt.base, dtype=dtype, device=device)
+        model = PeftModel.from_pretrained(model, str(ckpt.path)).merge_and_unload()
+    else:
+        model, processor = load_model(ckpt.path, dtype=dtype, device=device)
     return model.eval(), processor

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vmed.constants import IMAGE_TOKEN
 from vmed.data.template import END_OF_TEXT, EOT, LLAMA3_CHAT_TEMPLATE
 from vmed.errors import UserInputError
-from vmed.model.tokenizer import prepare_tokenizer
+from vmed.model.tokenizer import EMBEDDING_ALIASES, prepare_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -131,17 +131,29 @@ def _language_part(lm: Any, tokenizer: Any, gguf_file: str | None, dtype: Any) -
     return AutoModelForCausalLM.from_config(config), tokenizer, False
 
 
-def _resize_with_mean(lm: Any, new_size: int) -> None:
-    """Grow the LM's input/output embeddings to ``new_size`` rows; new rows = mean of the old rows."""
+def _resize_embeddings(lm: Any, tokenizer: Any, added: list[str]) -> None:
+    """Grow the LM's input/output embeddings to ``len(tokenizer)`` rows for the ``added`` tokens.
+
+    A new row copies its ``EMBEDDING_ALIASES`` counterpart when the LM's vocab has it (so a ChatML
+    model such as SmolLM2 reads ``<|start_header_id|>`` like ``<|im_start|>``); otherwise it is the
+    mean of the old rows.
+    """
     import torch
 
     old_size = lm.get_input_embeddings().weight.shape[0]
+    new_size = len(tokenizer)
     if new_size <= old_size:
         return
     lm.resize_token_embeddings(new_size, mean_resizing=False)
+    vocab = tokenizer.get_vocab()
     with torch.no_grad():
         for emb in {id(m): m for m in (lm.get_input_embeddings(), lm.get_output_embeddings()) if m is not None}.values():
-            emb.weight[old_size:] = emb.weight[:old_size].mean(dim=0, keepdim=True)
+            w = emb.weight
+            w[old_size:] = w[:old_size].mean(dim=0, keepdim=True)
+            for token in added:
+                alias = vocab.get(EMBEDDING_ALIASES.get(token, ""))
+                if alias is not None and alias < old_size:
+                    w[vocab[token]] = w[alias]
 
 
 def build_model(
@@ -178,8 +190,8 @@ def build_model(
     vision_config, vision_model, image_processor = _vision_part(vision, dtype)
     kind = vision_kind(vision_config)
     lm_model, tokenizer, _ = _language_part(lm, tokenizer, gguf_file, dtype)
-    prepare_tokenizer(tokenizer)
-    _resize_with_mean(lm_model, len(tokenizer))
+    own_eos = tokenizer.eos_token_id
+    _resize_embeddings(lm_model, tokenizer, prepare_tokenizer(tokenizer))
 
     text_config = lm_model.config
     text_config.bos_token_id = tokenizer.bos_token_id
@@ -215,7 +227,11 @@ def build_model(
 
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.convert_tokens_to_ids(EOT), tokenizer.convert_tokens_to_ids(END_OF_TEXT)],
+        eos_token_id=list(
+            dict.fromkeys(
+                t for t in (tokenizer.convert_tokens_to_ids(EOT), tokenizer.convert_tokens_to_ids(END_OF_TEXT), own_eos) if t is not None
+            )
+        ),
         pad_token_id=tokenizer.pad_token_id,
     )
     processor = LlavaProcessor(

@@ -18,11 +18,22 @@ from typing import Any
 from vmed.constants import IMAGE_TOKEN
 from vmed.data.template import BOS, END_HEADER, END_OF_TEXT, EOT, LLAMA3_CHAT_TEMPLATE, START_HEADER
 
-__all__ = ["PAD_TOKEN", "SPECIAL_TOKENS", "build_tiny_tokenizer", "prepare_tokenizer", "tiny_corpus"]
+__all__ = ["EMBEDDING_ALIASES", "PAD_TOKEN", "SPECIAL_TOKENS", "build_tiny_tokenizer", "prepare_tokenizer", "tiny_corpus"]
 
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = (BOS, END_OF_TEXT, START_HEADER, END_HEADER, EOT, IMAGE_TOKEN, PAD_TOKEN)
 """Special tokens of every vmed tokenizer (Llama-3's, the image placeholder and a pad token)."""
+
+EMBEDDING_ALIASES = {
+    BOS: "<|endoftext|>",
+    START_HEADER: "<|im_start|>",
+    END_HEADER: "\u010a",
+    EOT: "<|im_end|>",
+    END_OF_TEXT: "<|endoftext|>",
+}
+"""Existing tokens whose embedding initialises an added Llama-3 token (ChatML names, as in SmolLM2;
+``\u010a`` is the byte-level token of a newline), so a ChatML-trained LM reads the Llama-3 format
+roughly as its own from the start. Tokens without a counterpart get the mean embedding."""
 
 LLAMA3_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"

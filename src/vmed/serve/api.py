@@ -39,7 +39,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vmed.errors import UserInputError
-from vmed.serve.limits import ApiError, BodySizeLimit, ConcurrencyLimiter, ImageFetcher, ServeLimits, image_url_bytes, load_image_bytes
+from vmed.serve.limits import (
+    ApiError, BodySizeLimit, ConcurrencyLimiter, ImageFetcher, ServeLimits, image_url_bytes, load_image_bytes, parse_data_url,
+)
 from vmed.serve.schemas import ChatCompletion, ChatCompletionRequest, ChatMessage, Choice, ModelCard, ModelList, ResponseMessage, Usage
 
 __all__ = ["create_app", "Conversation", "messages_to_conversation", "serve_in_thread"]
@@ -132,13 +134,18 @@ def _generate(engine: Any, image, history, question: str, system: str | None, pa
 
 
 class _Stream:
-    """``engine.stream`` pulled one piece at a time from worker threads; ``result`` is set at the end."""
+    """``engine.stream`` pulled one piece at a time from worker threads; ``result`` is set at the end.
+
+    ``close_soon()`` cancels the generation from a background thread (after any piece being pulled
+    right now), so a client that disconnects mid-answer frees the model without blocking the event loop.
+    """
 
     def __init__(self, engine: Any, image, history, question: str, system: str | None, params):
         self._engine = engine
         self._args = (image, history, question, params)
         self._kwargs = _system_kwargs(system)
         self._it = None
+        self._lock = threading.Lock()
         self.result = None
 
     def first(self) -> str | None:
@@ -147,22 +154,29 @@ class _Stream:
 
         try:
             self._it = self._engine.stream(*self._args, **self._kwargs)
-            return self.next()
         except ContextLengthExceeded as e:
             raise _context_error(e) from None
+        return self.next()
 
     def next(self) -> str | None:
         """The next text piece, or None when the answer is complete (then ``result`` is the GenResult)."""
-        try:
-            return next(self._it)
-        except StopIteration as stop:
-            self.result = _final_result(self._it, stop.value)
-            return None
+        with self._lock:
+            try:
+                return next(self._it)
+            except StopIteration as stop:
+                self.result = _final_result(self._it, stop.value)
+                return None
 
-    def close(self) -> None:
-        close = getattr(self._it, "close", None)
-        if close is not None:
-            close()
+    def _close(self) -> None:
+        with self._lock:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+
+    def close_soon(self) -> None:
+        threading.Thread(target=self._close, name="vmed-stream-close", daemon=True).start()
+
+
 def _final_result(it: Any, value: Any) -> Any:
     """The GenResult at the end of ``engine.stream``: the generator's return value or its ``result``."""
     result = value if value is not None else getattr(it, "result", None)
@@ -266,9 +280,13 @@ def create_app(
         conv = messages_to_conversation(req.messages, max_images=limits.max_images)
         image = None
         for k, url in enumerate(conv.image_urls):
-            data = image_url_bytes(url, fetcher, param="messages")
             if k == len(conv.image_urls) - 1:
+                data = image_url_bytes(url, fetcher, param="messages")
                 image = load_image_bytes(data, max_pixels=limits.max_image_pixels, param="messages")
+            elif url.startswith("data:"):  # earlier images are not shown to the model, but must be valid
+                parse_data_url(url, param="messages")
+            else:
+                fetcher.check_url(url, param="messages")
         prompt_tokens = _count_prompt_tokens(engine, image, conv.history, conv.question, conv.system)
         requested = req.max_tokens or req.max_completion_tokens
         context = int(engine.context_length)
@@ -364,7 +382,7 @@ def create_app(
             yield f"data: {json.dumps(ApiError(500, 'internal server error', type='server_error', code='internal_error').body())}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            stream.close()
+            stream.close_soon()
             limiter.release()
 
     @app.get("/v1/images/presets")

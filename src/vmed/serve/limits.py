@@ -6,9 +6,9 @@ Everything a client sends passes through here before it reaches the model:
   (``Content-Length`` is checked up front; a chunked body is counted while it streams and cut off).
 - ``ConcurrencyLimiter``: try-acquire slots; a request over the limit gets 429 at once instead of
   waiting in an unbounded queue.
-- ``decode_image_url``: ``data:`` URLs (strict base64, a media-type allowlist) and, only for hosts the
-  operator allowed, ``http(s)://`` URLs; images go through ``vmed.imaging.load_image`` with the pixel
-  budget, which checks the header before decoding.
+- ``image_url_bytes`` / ``load_image_bytes``: ``data:`` URLs (strict base64, a media-type allowlist) and,
+  only for hosts the operator allowed, ``http(s)://`` URLs; images go through ``vmed.imaging.load_image``
+  with the pixel budget, which checks the header before decoding.
 - ``ImageFetcher``: the URL policy. Off by default. When hosts are allowed, every redirect is followed by
   hand and re-checked against the allowlist, the host is resolved once and every address must be public
   (loopback, private, link-local, multicast and reserved addresses are always refused), the connection
@@ -42,7 +42,8 @@ __all__ = [
     "ConcurrencyLimiter",
     "ImageFetcher",
     "parse_data_url",
-    "decode_image_url",
+    "image_url_bytes",
+    "is_public_address",
     "load_image_bytes",
     "SUPPORTED_MEDIA_TYPES",
 ]
@@ -283,8 +284,8 @@ class ImageFetcher:
     resolver: Resolver = field(default=_resolve)
     transport: httpx.BaseTransport | None = None
 
-    def _check_url(self, url: str, param: str) -> tuple[str, str, int, str]:
-        """-> (scheme, host, port, a checked public address), or ApiError 400."""
+    def check_url(self, url: str, param: str = "image_url") -> tuple[str, str, int, str]:
+        """The policy for one URL, without fetching: -> (scheme, host, port, a checked public address), or ApiError 400."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
@@ -322,7 +323,7 @@ class ImageFetcher:
         deadline = time.monotonic() + self.timeout_s
         with httpx.Client(transport=self.transport, follow_redirects=False, trust_env=False) as client:
             for _ in range(self.max_redirects + 1):
-                scheme, host, port, address = self._check_url(url, param)
+                scheme, host, port, address = self.check_url(url, param)
                 parts = urlsplit(url)
                 ip_host = f"[{address}]" if ":" in address else address
                 target = f"{scheme}://{ip_host}:{port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
@@ -368,8 +369,3 @@ def image_url_bytes(url: str, fetcher: ImageFetcher, *, param: str = "image_url"
     if url.startswith("data:"):
         return parse_data_url(url, param=param)[1]
     return fetcher.fetch(url, param=param)
-
-
-def decode_image_url(url: str, fetcher: ImageFetcher, *, max_pixels: int, param: str = "image_url") -> Image.Image:
-    """An ``image_url`` -> RGB PIL image, or ``ApiError`` (400) saying why not. Blocking; run it in a thread."""
-    return load_image_bytes(image_url_bytes(url, fetcher, param=param), max_pixels=max_pixels, param=param)

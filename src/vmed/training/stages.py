@@ -256,9 +256,11 @@ def run_stage(cfg: TrainConfig) -> StageResult:
     if eval_ds is not None:
         metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
 
-    state_dict = None
+    state_dict = None  # under DeepSpeed / FSDP the full weights are gathered on every rank, then rank 0 saves
     if trainer.is_deepspeed_enabled:
         state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    elif trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if not trainer.args.should_save:
         return StageResult(Path(cfg.output_dir), True, metrics)
     out = Path(cfg.output_dir)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +49,6 @@ SPLIT_ALIASES = {
     "test": "test",
 }
 """Split names found in dataset files, mapped to the record's split names."""
-
-_SPACES = re.compile(r"\s+")
-
 
 class DataFormatError(UserInputError):
     """An input file that does not have the layout its format promises. Names the file, row and field."""
@@ -109,7 +105,8 @@ class RecordRow:
     split: str
     id: str
     image_key: str | None
-    image_path: Path | None
+    image_path: str | None
+    """A path string: streamed inputs have 500K of them, and pathlib objects cost more than the rest of a row."""
     turns: list[tuple[str, str]]
     summary: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +148,7 @@ def normalise_answer(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return _SPACES.sub(" ", str(value)).strip()
+    return " ".join(str(value).split())
 
 
 def is_yes_no(answer: str) -> bool:
@@ -236,8 +233,8 @@ def iter_json_array(path: Path, chunk_size: int = 1 << 20) -> Iterator[Any]:
                     if fill():
                         continue
                     raise DataFormatError(f"{path}: element {index} is not valid JSON ({e.msg})") from None
-                if end == len(buf) and not eof and fill():
-                    continue  # a number may continue in the next chunk
+                if not eof and (end >= len(buf) or buf[end] not in ",] \t\r\n") and fill():
+                    continue  # a number cut at the chunk boundary ("-1." + "5e-3"): read on
                 break
             pos = end
             yield obj

@@ -11,6 +11,7 @@ or a folder of them. The array is parsed incrementally, so memory does not grow 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -63,9 +64,10 @@ def parse_conversation(conv: Any, where: str) -> list[tuple[str, str]]:
     return turns
 
 
-def iter_llava_file(file: Path, split: str, image_root: Path, tally: Tally) -> Iterator[tuple[int, dict, list, Path | None]]:
+def iter_llava_file(file: Path, split: str, image_root: Path, tally: Tally) -> Iterator[tuple[int, dict, list, str | None]]:
     """Yield (index, raw element, turns, image path) for each element of a LLaVA JSON/JSONL file."""
     elements: Iterator[Any]
+    root = str(image_root)
     if file.suffix == ".jsonl":
         elements = (json.loads(line) for line in file.open("r", encoding="utf-8") if line.strip())
     else:
@@ -79,7 +81,7 @@ def iter_llava_file(file: Path, split: str, image_root: Path, tally: Tally) -> I
         tally.saw(split)
         turns = parse_conversation(el["conversations"], where)
         image = el.get("image")
-        path = (image_root / str(image)) if image else None
+        path = os.path.join(root, str(image)) if image else None
         yield i, el, turns, path
 
 

@@ -13,6 +13,7 @@ image."), answer = the caption, summary = the caption.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -61,6 +62,7 @@ class RocoConverter:
 
     def _captions(self, file: Path, split: str, tally: Tally) -> Iterator[RecordRow]:
         subset = file.parent.name if file.parent.name.lower() in ("radiology", "non-radiology") else None
+        images = str(file.parent / "images")
         with file.open("r", encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
@@ -75,7 +77,7 @@ class RocoConverter:
                     split=split,
                     id=f"roco/{roco_id}",
                     image_key=f"{roco_id}.jpg",
-                    image_path=file.parent / "images" / f"{roco_id}.jpg",
+                    image_path=os.path.join(images, f"{roco_id}.jpg"),
                     turns=[(SUMMARY_PROMPT, caption)],
                     summary=caption or None,
                     meta={"subset": subset} if subset else {},

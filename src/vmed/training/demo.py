@@ -1,0 +1,237 @@
+"""``vmed demo``: the whole pipeline offline on CPU, small enough for minutes on 2 cores.
+
+1. phantoms (``DIR/phantoms``); 2. stage 1 on describe records (``DIR/stage1``); 3. stage 2 on
+instruction records (``DIR/stage2``); 4. stage 3 on the phantom dialogues (``DIR/stage3``);
+5. the merged export (``DIR/model``) answers the test split's closed questions, once with the real
+images and once with every image replaced by a blank one; 6. a sample multi-turn dialogue about one
+test image; 7. ``DIR/demo_report.json``.
+
+The stage configs are ``demo_configs`` below; ``configs/tiny-phantom/stage{1,2,3}.yaml`` hold the same
+values (a test keeps them equal), so ``vmed train --config configs/tiny-phantom/stageN.yaml`` repeats a stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from vmed.config import TrainConfig, load_config
+
+__all__ = ["DEMO_PHANTOMS", "DEMO_OVERRIDES", "demo_configs", "run_demo", "evaluate_closed"]
+
+DEMO_PHANTOMS = {"n": 1200, "size": 64}
+"""Phantom set of the demo (``vmed data phantom --n 1200``)."""
+
+DEMO_OVERRIDES: dict[int, list[str]] = {
+    1: [
+        "stage=1", "model.preset=tiny", "policy.vision=frozen", "policy.projector=train", "policy.llm=frozen",
+        "data.records=describe", "data.max_length=256",
+        "optim.lr=3e-3", "optim.epochs=1", "optim.batch_size=16", "optim.warmup_ratio=0.05",
+        "runtime.logging_steps=20", "runtime.save_steps=0",
+    ],
+    2: [
+        "stage=2", "policy.vision=frozen", "policy.projector=train", "policy.llm=lora",
+        "lora.r=32", "lora.alpha=64", "lora.dropout=0.0",
+        "data.records=instruction", "data.max_length=256",
+        "optim.lr=2e-3", "optim.projector_lr=2e-3", "optim.epochs=1", "optim.batch_size=32", "optim.warmup_ratio=0.05",
+        "runtime.logging_steps=20", "runtime.save_steps=0",
+    ],
+    3: [
+        "stage=3", "policy.vision=frozen", "policy.projector=train", "policy.llm=lora",
+        "lora.r=32", "lora.alpha=64", "lora.dropout=0.0", "lora.previous=merge",
+        "data.records=dialogue", "data.max_length=256",
+        "optim.lr=2e-3", "optim.projector_lr=2e-3", "optim.epochs=2", "optim.batch_size=16", "optim.warmup_ratio=0.05",
+        "runtime.logging_steps=20", "runtime.save_steps=0",
+    ],
+}
+"""The demo's stage settings as ``key=value`` overrides (the tiny-phantom YAMLs state the same values)."""
+
+
+def demo_configs(out: Path, seed: int = 0, phantoms: Path | None = None) -> dict[int, TrainConfig]:
+    """The three stage configs of a demo writing to ``out`` (phantoms in ``out/phantoms`` unless given)."""
+    ph = phantoms if phantoms is not None else out / "phantoms"
+    cfgs = {}
+    for stage, items in DEMO_OVERRIDES.items():
+        paths = [
+            f"output_dir={out / f'stage{stage}'}",
+            f"data.train={ph / 'train.jsonl'}",
+            f"data.validation={ph / 'validation.jsonl'}",
+            f"runtime.seed={seed}",
+        ]
+        if stage == 1:
+            paths.append(f"model.seed={seed}")
+        else:
+            paths.append(f"init_from={out / f'stage{stage - 1}'}")
+        cfgs[stage] = load_config(None, items + paths)
+    return cfgs
+
+
+def _blank_like(image: Any) -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", image.size, (0, 0, 0))
+
+
+def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path) -> dict[str, Any]:
+    """Closed-question accuracy of ``model_dir`` on ``test_jsonl``, with real and with blank images.
+
+    Uses the evaluation runner (``vmed.evaluation.runner.run_eval``) when it is installed, else
+    ``vmed.training.quick_eval``; the result says which (``method``).
+    """
+    from vmed.data.schema import read_jsonl, resolve_image, write_jsonl
+    from vmed.imaging import load_image
+
+    records = read_jsonl(test_jsonl)
+    blank_dir = work_dir / "blank_test"
+    (blank_dir / "images").mkdir(parents=True, exist_ok=True)
+    blank_records = []
+    for rec in records:
+        src = resolve_image(rec, test_jsonl)
+        name = f"images/{Path(rec.image).name}"
+        _blank_like(load_image(src)).save(blank_dir / name)
+        blank_records.append(type(rec).from_dict({**rec.to_dict(), "image": name}))
+    write_jsonl(blank_dir / "test.jsonl", blank_records)
+
+    try:
+        from vmed.evaluation.runner import run_eval  # noqa: F401
+        from vmed.inference import Engine  # noqa: F401
+    except ImportError:
+        run_eval = None
+    if run_eval is not None:
+        return _evaluate_with_runner(model_dir, test_jsonl, blank_dir / "test.jsonl", work_dir)
+    return _evaluate_quick(model_dir, records, test_jsonl, blank_records, blank_dir / "test.jsonl")
+
+
+def _closed_from_predictions(path: Path) -> tuple[float, int]:
+    from vmed.training.quick_eval import normalize_answer
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    closed = [r for r in rows if r.get("answer_type") == "closed"]
+    hits = sum(normalize_answer(r["prediction"]) == normalize_answer(r["reference"]) for r in closed)
+    return (hits / len(closed) if closed else 0.0), len(closed)
+
+
+def _evaluate_with_runner(model_dir: Path, test_jsonl: Path, blank_jsonl: Path, work_dir: Path) -> dict[str, Any]:
+    from vmed.evaluation.runner import run_eval
+    from vmed.inference import Engine
+
+    engine = Engine.from_pretrained(str(model_dir))
+    out: dict[str, Any] = {"method": "vmed.evaluation.runner.run_eval (dialogue mode, gold history)"}
+    for key, data, sub in (("closed_accuracy", test_jsonl, "eval"), ("closed_accuracy_blank_images", blank_jsonl, "eval_blank")):
+        run_eval(engine, str(data), str(work_dir / sub), mode="dialogue", history="gold", batch_size=32,
+                 max_new_tokens=16, limit=None)
+        acc, n = _closed_from_predictions(work_dir / sub / "predictions.jsonl")
+        out[key] = acc
+        out["closed_questions"] = n
+    return out
+
+
+def _evaluate_quick(model_dir: Path, records: list, test_jsonl: Path, blank_records: list, blank_jsonl: Path) -> dict[str, Any]:
+    from vmed.data.schema import resolve_image
+    from vmed.imaging import load_image
+    from vmed.model import load_model, num_image_tokens
+    from vmed.training.quick_eval import accuracy, closed_items, greedy_answers
+
+    model, processor = load_model(model_dir)
+    n_img = num_image_tokens(model)
+    out: dict[str, Any] = {"method": "vmed.training.quick_eval (greedy, gold history; the evaluation runner is not installed)"}
+    for key, recs, path in (("closed_accuracy", records, test_jsonl), ("closed_accuracy_blank_images", blank_records, blank_jsonl)):
+        items = closed_items(recs, [load_image(resolve_image(r, path)) for r in recs])
+        answers = greedy_answers(model, processor, items, num_image_tokens=n_img)
+        out[key] = accuracy(items, answers)
+        out["closed_questions"] = len(items)
+        if key == "closed_accuracy":
+            by_type: dict[str, list[bool]] = {}
+            from vmed.training.quick_eval import normalize_answer
+
+            for it, a in zip(items, answers):
+                by_type.setdefault(it.question_type or "?", []).append(normalize_answer(a) == normalize_answer(it.reference))
+            out["closed_accuracy_by_type"] = {k: sum(v) / len(v) for k, v in sorted(by_type.items())}
+    return out
+
+
+def _sample_dialogue(model_dir: Path, test_jsonl: Path) -> dict[str, Any]:
+    """Ask every question of the first test record in turn, the model's own answers as history."""
+    from vmed.data.schema import read_jsonl, resolve_image
+    from vmed.imaging import load_image
+    from vmed.model import load_model, num_image_tokens
+    from vmed.training.quick_eval import QuestionItem, greedy_answers
+
+    rec = max(read_jsonl(test_jsonl)[:20], key=lambda r: len(r.turns))
+    image_path = resolve_image(rec, test_jsonl)
+    image = load_image(image_path)
+    model, processor = load_model(model_dir)
+    n_img = num_image_tokens(model)
+    questions = [t.question for t in rec.turns] + ["Describe the image."]
+    references = [t.answer for t in rec.turns] + [rec.summary or ""]
+    history: list[tuple[str, str]] = []
+    turns = []
+    for q, ref in zip(questions, references):
+        item = QuestionItem(image, list(history), q, ref, rec.id, len(history) + 1, None)
+        (answer,) = greedy_answers(model, processor, [item], num_image_tokens=n_img, max_new_tokens=48)
+        history.append((q, answer))
+        turns.append({"question": q, "answer": answer, "reference": ref})
+    return {"id": rec.id, "image": str(image_path), "turns": turns}
+
+
+def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Run the demo into ``output``; print progress and results; return the report (also in demo_report.json)."""
+    from vmed.data.phantom import generate_phantoms
+    from vmed.training.export import export_run
+    from vmed.training.stages import run_stage
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    timings: dict[str, float] = {}
+    n = n or DEMO_PHANTOMS["n"]
+    print(f"[1/7] phantoms: {n} images -> {out / 'phantoms'}", flush=True)
+    paths = generate_phantoms(out / "phantoms", n, seed=seed, size=DEMO_PHANTOMS["size"])
+    timings["phantoms"] = time.time() - t0
+    metrics = {}
+    for stage, cfg in demo_configs(out, seed).items():
+        print(f"[{stage + 1}/7] stage {stage} -> {cfg.output_dir}", flush=True)
+        t = time.time()
+        if (Path(cfg.output_dir) / "run_manifest.json").is_file():
+            import shutil
+
+            shutil.rmtree(cfg.output_dir)
+        result = run_stage(cfg)
+        metrics[f"stage{stage}"] = result.metrics
+        timings[f"stage{stage}"] = time.time() - t
+    print(f"[5/7] evaluate the test split ({paths['test']})", flush=True)
+    t = time.time()
+    model_dir = out / "model"
+    if model_dir.exists():
+        import shutil
+
+        shutil.rmtree(model_dir)
+    export_run(out / "stage3", model_dir, merge=True)
+    scores = evaluate_closed(model_dir, paths["test"], out)
+    timings["evaluate"] = time.time() - t
+    print(f"  closed-question accuracy, real images:  {scores['closed_accuracy']:.3f}  ({scores['closed_questions']} questions)")
+    print(f"  closed-question accuracy, blank images: {scores['closed_accuracy_blank_images']:.3f}  (chance is about 0.5)")
+    print("[6/7] a sample dialogue", flush=True)
+    sample = _sample_dialogue(model_dir, paths["test"])
+    print(f"  image: {sample['image']}")
+    for turn in sample["turns"]:
+        print(f"  user: {turn['question']}\n  vmed: {turn['answer']}    (reference: {turn['reference']})")
+    timings["total"] = time.time() - t0
+    report = {
+        "closed_accuracy": scores["closed_accuracy"],
+        "closed_accuracy_blank_images": scores["closed_accuracy_blank_images"],
+        "targets": {"closed_accuracy": ">= 0.90", "closed_accuracy_blank_images": "<= 0.60"},
+        "passed": scores["closed_accuracy"] >= 0.90 and scores["closed_accuracy_blank_images"] <= 0.60,
+        "evaluation": scores,
+        "phantoms": {"n": n, "seed": seed, **{k: str(v) for k, v in paths.items()}},
+        "runs": {f"stage{s}": str(out / f"stage{s}") for s in (1, 2, 3)},
+        "model": str(model_dir),
+        "stage_metrics": metrics,
+        "sample_dialogue": sample,
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"[7/7] report: {out / 'demo_report.json'}  ({timings['total']:.0f} s)")
+    return report

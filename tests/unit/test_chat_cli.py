@@ -1,0 +1,127 @@
+"""``vmed chat``: driven through a pipe (a real subprocess) and through the Python API (ChatRepl)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vmed.data.schema import read_jsonl, resolve_image, validate_file
+from vmed.inference import Engine, GenParams
+from vmed.serve.chat_cli import ChatRepl
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    from vmed.model import build_preset
+
+    model, processor = build_preset("tiny", seed=0)
+    return Engine(model, processor)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, engine) -> dict[str, Path]:
+    from pydicom.data import get_testdata_file
+
+    from vmed.model import save_model
+
+    root = tmp_path_factory.mktemp("chat")
+    png = root / "xray.png"
+    Image.fromarray((np.random.RandomState(9).rand(64, 64, 3) * 255).astype("uint8")).save(png)
+    broken = root / "broken.png"
+    broken.write_bytes(png.read_bytes()[:60])
+    return {"root": root, "png": png, "broken": broken, "dicom": Path(get_testdata_file("CT_small.dcm")),
+            "model": save_model(engine.model, engine.processor, root / "model")}
+
+
+def repl(engine: Engine, **kwargs) -> tuple[ChatRepl, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    kwargs.setdefault("params", GenParams(max_new_tokens=6))
+    return ChatRepl(engine, out=out, err=err, **kwargs), out, err
+
+
+def error_lines(err: io.StringIO | str) -> list[str]:
+    text = err.getvalue() if isinstance(err, io.StringIO) else err
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def test_pipe_session_streams_answers_and_saves_a_record(files):
+    save = files["root"] / "out" / "chat.jsonl"
+    script = "\n".join([
+        "What modality is this?", "/nonsense", f"/image {files['root'] / 'missing.png'}", f"/image {files['broken']}",
+        "Is there an effusion?", f"/save {save}", "/quit", "This line is never read?",
+    ]) + "\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vmed", "chat", "--model", str(files["model"]), "--image", str(files["png"]), "--max-new-tokens", "6"],
+        input=script, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 3, proc.stderr  # unknown command, missing file, unreadable image: one line each
+    assert "unknown command" in errors[0] and "missing.png" in errors[1] and "broken.png" in errors[2]
+    assert "you>" not in proc.stdout and "vmed>" not in proc.stdout
+    count, problems = validate_file(save)
+    assert (count, problems) == (1, [])
+    record = read_jsonl(save)[0]
+    assert [t.question for t in record.turns] == ["What modality is this?", "Is there an effusion?"]
+    assert proc.stdout == "".join(t.answer + "\n" for t in record.turns)  # streamed answers, one per question
+    assert resolve_image(record, save) == files["png"].resolve()
+    assert record.source == "chat" and record.meta["model"] == str(files["model"])
+
+
+def test_dialogue_matches_engine_and_reset_starts_fresh(engine, files):
+    r, out, err = repl(engine)
+    r.set_image(files["png"])
+    r.run(["What modality is this?", "Is there an effusion?", "/reset", "What modality is this?"])
+    image = r.session.image
+    expected = engine.dialogue(image, ["What modality is this?", "Is there an effusion?"], GenParams(max_new_tokens=6))
+    answers = [turns for ctx in r.contexts for turns in ctx.turns]
+    assert [a for _, a in answers] == [expected[0].text, expected[1].text, expected[0].text]
+    assert r.session.turns == [("What modality is this?", expected[0].text)]
+    assert error_lines(err) == []
+
+
+def test_dicom_image_with_preset_starts_a_new_context(engine, files):
+    from vmed.imaging import load_image
+
+    r, out, err = repl(engine, preset="lung")
+    r.run(["Text-only question?", f"/image {files['dicom']}", "Which organ?", f"/save {files['root'] / 'd.jsonl'}"])
+    assert error_lines(err) == []
+    windowed = load_image(files["dicom"], preset="lung")
+    assert np.array_equal(np.asarray(r.session.image), np.asarray(windowed))
+    assert r.session.turns[0][0] == "Which organ?" and len(r.session.turns) == 1
+    records = read_jsonl(files["root"] / "d.jsonl")
+    assert [rec.image for rec in records] == [None, files["dicom"].resolve().as_posix()]
+    assert records[1].meta["window"] == "lung"
+
+
+def test_each_error_is_one_line_and_the_chat_goes_on(engine, files, tmp_path):
+    r, out, err = repl(engine)
+    r.run(["/image", "/save", f"/save {tmp_path}", "/save x.jsonl", "/frobnicate", "A question?", "/help"])
+    errors = error_lines(err)
+    assert len(errors) == 5, err.getvalue()
+    assert "needs a file name" in errors[0] and "needs a file name" in errors[1]
+    assert "directory" in errors[2] and "nothing to save" in errors[3] and "unknown command" in errors[4]
+    assert len(r.session.turns) == 1 and out.getvalue().count("\n") >= 1
+    assert "/image PATH" in err.getvalue()  # the help text
+
+
+def test_context_overflow_is_reported_and_reset_recovers(engine):
+    n = len(engine.prompt_ids(None, [], "Q?"))
+    r, out, err = repl(engine, params=GenParams(max_new_tokens=engine.context_length - n - 2))
+    r.session.ask("Q?", GenParams(max_new_tokens=2))
+    r.run(["A follow-up question that no longer fits?", "/reset"])
+    errors = error_lines(err)
+    assert len(errors) == 1 and str(engine.context_length) in errors[0]
+    assert r.session.turns == []
+
+
+def test_quit_stops_reading(engine):
+    r, out, err = repl(engine)
+    assert r.run(["/quit", "Never asked?"]) == 0
+    assert out.getvalue() == "" and r.session.turns == []
