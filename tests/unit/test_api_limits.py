@@ -172,6 +172,8 @@ def test_schema_errors_are_400_openai_style(client):
     assert "JSON" in err["message"]
     err = _error(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}), 400)
     assert "last message" in err["message"]
+    image_only = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(png_bytes())}}]}]}
+    assert "question is empty" in _error(client.post("/v1/chat/completions", json=image_only), 400)["message"]
     _error(client.get("/v1/nothing-here"), 404)
 
 

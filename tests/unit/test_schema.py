@@ -164,8 +164,7 @@ def test_validate_finds_every_fault_with_its_line(tmp_path):
     assert {(p.line, p.field) for p in without} == found - {(4, "image")}
 
 
-# Known gaps in vmed.data.schema (reported to its owner). Strict xfail: these start failing once fixed,
-# so the marker is removed together with the fix.
+# Edge cases of vmed.data.schema found in review: null answers/ids, unknown turn keys, non-object meta.
 
 
 def _one_line(tmp_path, obj):
@@ -174,25 +173,21 @@ def _one_line(tmp_path, obj):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="schema bug: a null answer passes validate_file and is read back as the string 'None'")
 def test_validate_rejects_null_answer(tmp_path):
     path = _one_line(tmp_path, {"id": "a", "image": None, "turns": [{"question": "q", "answer": None}]})
     assert validate_file(path)[1]
 
 
-@pytest.mark.xfail(strict=True, reason="schema bug: a null or empty id passes validate_file")
 def test_validate_rejects_null_id(tmp_path):
     path = _one_line(tmp_path, {"id": None, "image": None, "turns": [{"question": "q", "answer": "a"}]})
     assert validate_file(path)[1]
 
 
-@pytest.mark.xfail(strict=True, reason="schema bug: validate_file accepts unknown turn keys that read_jsonl rejects")
 def test_validate_agrees_with_reader_on_unknown_turn_keys(tmp_path):
     path = _one_line(tmp_path, {"id": "a", "image": None, "turns": [{"question": "q", "answer": "a", "foo": 1}]})
     assert validate_file(path)[1]
 
 
-@pytest.mark.xfail(strict=True, reason="schema bug: a non-object 'meta' raises TypeError instead of RecordError")
 def test_reader_reports_bad_meta_as_record_error(tmp_path):
     path = _one_line(tmp_path, {"id": "a", "image": None, "turns": [{"question": "q", "answer": "a"}], "meta": [1]})
     with pytest.raises(RecordError):

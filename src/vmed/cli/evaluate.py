@@ -4,7 +4,6 @@ side-by-side comparison with paired bootstrap differences (see docs/readme/evalu
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -17,8 +16,20 @@ __all__ = ["run", "score", "compare"]
 
 
 def _command_line() -> str:
-    """The command as typed (program name normalised to ``vmed``), for the report."""
-    return shlex.join(["vmed", *sys.argv[1:]])
+    """The command being run, rebuilt from the parsed parameters (arguments, and every option that is not
+    at its default), so that it is exact however vmed was invoked (console script, ``python -m``, tests)."""
+    import click
+
+    ctx = click.get_current_context()
+    parts = ctx.command_path.split()
+    parts[0] = "vmed"
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name)
+        if isinstance(p, click.Argument):
+            parts.append(str(value))
+        elif isinstance(p, click.Option) and value is not None and value != p.default:
+            parts.append(p.opts[0]) if p.is_flag else parts.extend([p.opts[0], str(value)])
+    return shlex.join(parts)
 
 
 def _options(no_meteor: bool, bertscore_model: Optional[Path], n_resamples: int, seed: int):

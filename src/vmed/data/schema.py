@@ -96,6 +96,8 @@ class Dialogue:
             for key in ("question", "answer"):
                 if key not in t:
                     raise RecordError(f"{where}: turns[{i}] is missing '{key}'")
+                if t[key] is None:
+                    raise RecordError(f"{where}: turns[{i}].{key} is null; expected a string")
             extra = set(t) - known
             if extra:
                 raise RecordError(f"{where}: turns[{i}] has unknown keys {sorted(extra)}; put extra data in the record's 'meta'")
@@ -109,6 +111,11 @@ class Dialogue:
                     alternatives=t.get("alternatives"),
                 )
             )
+        if d["id"] is None or not str(d["id"]).strip():
+            raise RecordError(f"{where}: field 'id' is null or empty; every record needs a unique id")
+        meta = d.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise RecordError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
         return cls(
             id=str(d["id"]),
             image=d.get("image"),
@@ -116,7 +123,7 @@ class Dialogue:
             source=str(d.get("source", "unknown")),
             split=str(d.get("split", "train")),
             summary=d.get("summary"),
-            meta=dict(d.get("meta") or {}),
+            meta=dict(meta or {}),
         )
 
 
@@ -230,6 +237,9 @@ def validate_file(path: str | os.PathLike, check_images: bool = True) -> tuple[i
                 if key not in obj:
                     problems.append(Problem(lineno, key, "missing required field"))
             rid = obj.get("id")
+            if "id" in obj and (rid is None or not str(rid).strip()):
+                problems.append(Problem(lineno, "id", "is null or empty; every record needs a unique id"))
+                rid = None
             if rid is not None:
                 rid = str(rid)
                 if rid in seen:
@@ -244,9 +254,16 @@ def validate_file(path: str | os.PathLike, check_images: bool = True) -> tuple[i
                 if not isinstance(t, dict):
                     problems.append(Problem(lineno, f"turns[{i}]", "must be an object"))
                     continue
+                extra = set(t) - set(Turn.__dataclass_fields__)
+                if extra:
+                    problems.append(
+                        Problem(lineno, f"turns[{i}]", f"unknown keys {sorted(extra)}; put extra data in the record's 'meta'")
+                    )
                 for key in ("question", "answer"):
                     if key not in t:
                         problems.append(Problem(lineno, f"turns[{i}].{key}", "missing required field"))
+                    elif t[key] is None:
+                        problems.append(Problem(lineno, f"turns[{i}].{key}", "is null; expected a string"))
                     elif not str(t[key]).strip():
                         problems.append(Problem(lineno, f"turns[{i}].{key}", "is empty"))
                 at = t.get("answer_type")
@@ -254,6 +271,9 @@ def validate_file(path: str | os.PathLike, check_images: bool = True) -> tuple[i
                     problems.append(
                         Problem(lineno, f"turns[{i}].answer_type", f"{at!r} is not one of {list(ANSWER_TYPES)}")
                     )
+            meta = obj.get("meta")
+            if meta is not None and not isinstance(meta, dict):
+                problems.append(Problem(lineno, "meta", f"must be an object, got {type(meta).__name__}"))
             summary = obj.get("summary")
             if summary is not None and not isinstance(summary, str):
                 problems.append(Problem(lineno, "summary", "must be a string or null"))

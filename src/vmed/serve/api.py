@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import secrets
 import threading
 import time
 import traceback
@@ -312,7 +313,7 @@ def create_app(
             max_new_tokens=max_new,
             temperature=0.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
-            seed=0 if req.seed is None else req.seed,
+            seed=secrets.randbelow(2**31) if req.seed is None else req.seed,  # no seed: a fresh sample each time
             stop=stop,
         )
         return conv, image, params

@@ -1,0 +1,112 @@
+"""Resume: a run killed with SIGKILL mid-training resumes from its latest complete checkpoint and gives the same
+per-step losses as an uninterrupted run; a half-written checkpoint is ignored; SIGTERM saves and exits cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vmed.training.checkpoint import COMPLETE_MARKER, read_loss_log
+
+pytestmark = pytest.mark.integration
+
+STEPS = 12
+
+
+def _cmd(ph: Path, out: Path, stage1: Path) -> list[str]:
+    """Stage 2 (LoRA with dropout, so RNG restore matters) saving every 2 steps."""
+    return [
+        sys.executable, "-m", "vmed", "train",
+        "stage=2", f"init_from={stage1}", f"output_dir={out}", f"data.train={ph / 'train.jsonl'}",
+        "data.records=instruction", "data.max_length=256", "policy.llm=lora", "lora.r=4", "lora.alpha=8",
+        "lora.dropout=0.1", "optim.batch_size=4", f"optim.max_steps={STEPS}", "optim.lr=5e-3", "optim.projector_lr=1e-3",
+        "runtime.logging_steps=1", "runtime.save_steps=2", "runtime.save_total_limit=2", "runtime.progress_bar=false",
+        "runtime.report_to=none",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from vmed.config import load_config
+    from vmed.data.phantom import generate_phantoms
+    from vmed.training.stages import run_stage
+
+    tmp = tmp_path_factory.mktemp("resume")
+    generate_phantoms(tmp / "ph", 24, seed=0)
+    run_stage(load_config(None, [
+        "stage=1", "model.preset=tiny", f"output_dir={tmp / 'stage1'}", f"data.train={tmp / 'ph' / 'train.jsonl'}",
+        "data.records=describe", "data.max_length=256", "optim.batch_size=4", "optim.max_steps=1",
+        "runtime.save_steps=0", "runtime.progress_bar=false", "runtime.report_to=none",
+    ]))
+    full = tmp / "full"
+    subprocess.run(_cmd(tmp / "ph", full, tmp / "stage1"), check=True, env=_env(), capture_output=True, timeout=600)
+    return tmp, read_loss_log(full / "train_log.jsonl")
+
+
+def _wait_for_step(log: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"training ended (rc {proc.returncode}) before step {step}; the test needs it still running")
+        if max(read_loss_log(log), default=0) >= step:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"step {step} not reached in {timeout} s")
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_losses(setup):
+    tmp, reference = setup
+    assert sorted(reference) == list(range(1, STEPS + 1))
+    out = tmp / "killed"
+    proc = subprocess.Popen(_cmd(tmp / "ph", out, tmp / "stage1"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_step(out / "train_log.jsonl", proc, 7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert json.loads((out / "run_manifest.json").read_text())["status"] == "running"
+    # a checkpoint that a crash interrupted while it was being written: files but no completion marker
+    half = out / "checkpoint-10"
+    half.mkdir(exist_ok=True)
+    (half / "trainable.safetensors").write_bytes(b"truncated")
+    complete = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file())
+    assert complete and complete[-1] < STEPS
+    resumed = subprocess.run(_cmd(tmp / "ph", out, tmp / "stage1"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {out / f'checkpoint-{complete[-1]}'}" in resumed.stdout
+    assert "removed incomplete checkpoint" in resumed.stdout
+    losses = read_loss_log(out / "train_log.jsonl")
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert abs(losses[step] - reference[step]) <= 1e-5, (step, losses[step], reference[step])
+    assert json.loads((out / "run_manifest.json").read_text())["status"] == "complete"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup):
+    tmp, reference = setup
+    out = tmp / "termed"
+    proc = subprocess.Popen(_cmd(tmp / "ph", out, tmp / "stage1"), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(out / "train_log.jsonl", proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGTERM: saved" in stdout
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    ckpt = Path(manifest["checkpoint"])
+    assert (ckpt / COMPLETE_MARKER).is_file() and (ckpt / "optimizer.pt").is_file() and (ckpt / "trainer_state.json").is_file()
+    stopped_at = int(ckpt.name.split("-")[1])
+    assert 3 <= stopped_at < STEPS
+    resumed = subprocess.run(_cmd(tmp / "ph", out, tmp / "stage1"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    losses = read_loss_log(out / "train_log.jsonl")
+    assert all(abs(losses[s] - reference[s]) <= 1e-5 for s in range(1, STEPS + 1))
