@@ -13,6 +13,7 @@ import base64
 import functools
 import io
 import json
+import logging
 import socket
 import struct
 import threading
@@ -354,3 +355,31 @@ def test_allowed_url_image_is_used_by_the_api():
         err = _error(c.post("/v1/chat/completions", json=image_request("https://other.example.org/a.png")), 400)
         assert "allowlist" in err["message"]
     assert engine.calls[0][0].size == (48, 16)
+
+
+class BrokenEngine(FakeEngine):
+    """An engine whose generation fails with a message that quotes the input."""
+
+    def generate(self, image, history, question, params, system=None):
+        raise RuntimeError(f"kaboom while answering {question!r}")
+
+    def stream(self, image, history, question, params, system=None):
+        yield "partial "
+        raise RuntimeError(f"kaboom while answering {question!r}")
+
+
+def test_engine_failure_is_a_generic_500_without_the_input_in_logs_and_the_server_goes_on(caplog, capfd):
+    canary = "CANARY500QUESTION"
+    app = create_app(BrokenEngine(), ServeLimits())
+    with serve_in_thread(app, log_level="info") as url, caplog.at_level(logging.INFO):
+        body = {"messages": [{"role": "user", "content": canary}], "max_tokens": 4}
+        err = _error(httpx.post(url + "/v1/chat/completions", json=body, timeout=30), 500)
+        assert err["type"] == "server_error" and canary not in err["message"]
+        with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "stream": True}, timeout=30) as r:
+            events = [line for line in r.iter_lines() if line]
+        assert '"server_error"' in events[-2] and events[-1] == "data: [DONE]"
+        assert httpx.get(url + "/health").json()["in_flight"] == 0
+    out, errout = capfd.readouterr()
+    logged = caplog.text + out + errout
+    assert "RuntimeError" in logged  # the failure is logged (type and place) ...
+    assert canary not in logged  # ... without the message that quotes the question

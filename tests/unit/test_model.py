@@ -275,3 +275,19 @@ def test_pretrained_parts_are_loaded_from_local_dirs(tmp_path):
     assert torch.equal(model.model.language_model.layers[0].self_attn.q_proj.weight, lm.model.layers[0].self_attn.q_proj.weight)
     assert model.vmed_base["vision"] == str(tmp_path / "vision")
     assert num_image_tokens(model) == 16
+
+
+def test_processor_chat_template_path_equals_encode_prompt(tiny):
+    """Plain transformers usage (chat template + processor) gives the template module's prompt ids."""
+    from vmed.constants import DEFAULT_SYSTEM_PROMPT
+    from vmed.data.template import encode_prompt
+
+    model, processor = tiny
+    messages = [
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a lesion?"}]},
+    ]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    batch = processor(images=phantom_like_image(), text=text, add_special_tokens=False, return_tensors="pt")
+    expected = encode_prompt(processor.tokenizer, [], "Is there a lesion?", num_image_tokens=num_image_tokens(model))
+    assert batch["input_ids"][0].tolist() == expected

@@ -15,20 +15,20 @@ from vmed.constants import SUMMARY_PROMPT
 __all__ = ["run", "score", "compare"]
 
 
-def _command_line() -> str:
+def _command_line(ctx: typer.Context) -> str:
     """The command being run, rebuilt from the parsed parameters (arguments, and every option that is not
     at its default), so that it is exact however vmed was invoked (console script, ``python -m``, tests)."""
-    import click
-
-    ctx = click.get_current_context()
     parts = ctx.command_path.split()
     parts[0] = "vmed"
     for p in ctx.command.params:
         value = ctx.params.get(p.name)
-        if isinstance(p, click.Argument):
+        if p.param_type_name == "argument":
             parts.append(str(value))
-        elif isinstance(p, click.Option) and value is not None and value != p.default:
-            parts.append(p.opts[0]) if p.is_flag else parts.extend([p.opts[0], str(value)])
+        elif p.param_type_name == "option" and value is not None and value != p.default:
+            if getattr(p, "is_flag", False):
+                parts.append(p.opts[0])
+            else:
+                parts.extend([p.opts[0], str(value)])
     return shlex.join(parts)
 
 
@@ -67,6 +67,7 @@ def _summary(doc: dict) -> str:
 
 @eval_app.command("run")
 def run(
+    ctx: typer.Context,
     model: Path = typer.Option(..., "--model", help="Model dir (plain or exported) or training run dir with a LoRA adapter."),
     data: Path = typer.Option(..., "--data", help="Dialogue JSONL to evaluate (images relative to it)."),
     output: Path = typer.Option(..., "--output", help="Folder for predictions.jsonl, run_info.json, metrics.json, report.md, plots. Re-run to resume."),
@@ -88,7 +89,7 @@ def run(
     from vmed.inference import Engine
 
     options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
-    command = _command_line()
+    command = _command_line(ctx)
     engine = Engine.from_pretrained(model, device=device)
     result = run_eval(
         engine, data, output, mode=mode, history=history, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -107,6 +108,7 @@ def run(
 
 @eval_app.command("score")
 def score(
+    ctx: typer.Context,
     predictions: Path = typer.Argument(..., help="predictions.jsonl (or a folder holding one), from vmed or any other tool."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write metrics.json, row_scores.jsonl, report.md and plots (default: beside the predictions)."),
     no_meteor: bool = _NO_METEOR,
@@ -119,7 +121,7 @@ def score(
     from vmed.evaluation.pipeline import score_file
 
     options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
-    doc = score_file(predictions, output, options, command=_command_line())
+    doc = score_file(predictions, output, options, command=_command_line(ctx))
     out = output if output is not None else (predictions if predictions.is_dir() else predictions.parent)
     typer.echo(_summary(doc))
     for note in doc.get("notes", []):

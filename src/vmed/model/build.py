@@ -114,21 +114,25 @@ def _image_processor_for(config: Any) -> Any:
     return SiglipImageProcessorPil(size={"height": size, "width": size})
 
 
-def _language_part(lm: Any, tokenizer: Any, gguf_file: str | None, dtype: Any) -> tuple[Any, Any, bool]:
-    """(causal LM, tokenizer, pretrained?) from an HF id / directory (optionally a GGUF file in it) or a config."""
+def _language_part(lm: Any, tokenizer: Any, gguf_file: str | None, dtype: Any) -> tuple[Any, Any, int | None]:
+    """(causal LM, prepared tokenizer, the tokenizer's own eos id) from an HF id / directory (optionally
+    a GGUF file in it; pretrained weights) or a config (random init, sized to the prepared tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if isinstance(lm, str):
-        extra = {"gguf_file": gguf_file} if gguf_file else {}
-        model = AutoModelForCausalLM.from_pretrained(lm, dtype=dtype, **extra)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(lm, **extra)
-        return model, tokenizer, True
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
     if tokenizer is None:
-        raise UserInputError("build_model: an LM given as a config needs a tokenizer (e.g. vmed.model.build_tiny_tokenizer())")
+        if not isinstance(lm, str):
+            raise UserInputError("build_model: an LM given as a config needs a tokenizer (e.g. vmed.model.build_tiny_tokenizer())")
+        tokenizer = AutoTokenizer.from_pretrained(lm, **extra)
+    own_eos = tokenizer.eos_token_id
+    added = prepare_tokenizer(tokenizer)
+    if isinstance(lm, str):
+        model = AutoModelForCausalLM.from_pretrained(lm, dtype=dtype, **extra)
+        _resize_embeddings(model, tokenizer, added)
+        return model, tokenizer, own_eos
     config = copy.deepcopy(lm)
     config.vocab_size = len(tokenizer)
-    return AutoModelForCausalLM.from_config(config), tokenizer, False
+    return AutoModelForCausalLM.from_config(config), tokenizer, own_eos
 
 
 def _resize_embeddings(lm: Any, tokenizer: Any, added: list[str]) -> None:
@@ -189,9 +193,7 @@ def build_model(
         torch.manual_seed(seed)
     vision_config, vision_model, image_processor = _vision_part(vision, dtype)
     kind = vision_kind(vision_config)
-    lm_model, tokenizer, _ = _language_part(lm, tokenizer, gguf_file, dtype)
-    own_eos = tokenizer.eos_token_id
-    _resize_embeddings(lm_model, tokenizer, prepare_tokenizer(tokenizer))
+    lm_model, tokenizer, own_eos = _language_part(lm, tokenizer, gguf_file, dtype)
 
     text_config = lm_model.config
     text_config.bos_token_id = tokenizer.bos_token_id

@@ -70,6 +70,16 @@ def _check_dir(path: str | Path) -> Path:
     return p
 
 
+def _processor_image_tokens(processor: Any) -> int:
+    """How many ``<image>`` tokens ``processor`` expands one ``<image>`` to (LlavaProcessor's rule)."""
+    ip = processor.image_processor
+    size = getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", False) else None
+    size = size or ip.size
+    n = (size["height"] // processor.patch_size) * (size["width"] // processor.patch_size)
+    n += processor.num_additional_image_tokens
+    return n - 1 if processor.vision_feature_select_strategy == "default" else n
+
+
 def load_model(path: str | Path, *, dtype: Any = None, device: Any = None) -> tuple[Any, Any]:
     """Load ``(LlavaForConditionalGeneration, LlavaProcessor)`` from a model directory (or HF id).
 
@@ -90,8 +100,7 @@ def load_model(path: str | Path, *, dtype: Any = None, device: Any = None) -> tu
         model.to(device)
     model.eval()
     n_model = num_image_tokens(model)
-    size = processor.image_processor.crop_size or processor.image_processor.size
-    n_proc = processor._get_num_multimodal_tokens(image_sizes=[(size["height"], size["width"])]).num_image_tokens[0]
+    n_proc = _processor_image_tokens(processor)
     if n_model != n_proc:
         raise UserInputError(
             f"{path}: the model expects {n_model} image tokens per image but the processor expands <image> to "

@@ -201,6 +201,22 @@ def _safe_traceback(exc: BaseException) -> str:
     return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
 
 
+def _as_api_error(exc: Exception) -> ApiError:
+    """Any failure while serving a request as the error to send: input errors 400, anything else a logged 500.
+
+    Handled here rather than by an app-level ``Exception`` handler, which Starlette re-raises into
+    uvicorn's log with the exception's message (and that may quote the input).
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, StarletteHTTPException):
+        return ApiError(exc.status_code, str(exc.detail), code="body_too_large" if exc.status_code == 413 else None)
+    if isinstance(exc, UserInputError):
+        return ApiError(400, str(exc))
+    log.error("internal error %s at %s", type(exc).__name__, _safe_traceback(exc))
+    return ApiError(500, "internal server error", type="server_error", code="internal_error")
+
+
 def _web_file(name: str) -> bytes:
     return resources.files("vmed.serve").joinpath("web", name).read_bytes()
 
@@ -221,6 +237,7 @@ def create_app(
     resolver and transport). The body-size middleware wraps the whole app.
     """
     from vmed.inference.params import GenParams
+
     limits = limits or ServeLimits()
     fetcher = fetcher or ImageFetcher(
         allowed_hosts=tuple(h.lower() for h in limits.allowed_image_hosts),
@@ -328,14 +345,16 @@ def create_app(
             if req.stream:
                 stream = _Stream(engine, image, conv.history, conv.question, conv.system, params)
                 first = await run_in_threadpool(stream.first)
+            else:
+                result = await run_in_threadpool(_generate, engine, image, conv.history, conv.question, conv.system, params)
+        except Exception as exc:
+            limiter.release()
+            raise _as_api_error(exc) from None
         except BaseException:
             limiter.release()
             raise
         if not req.stream:
-            try:
-                result = await run_in_threadpool(_generate, engine, image, conv.history, conv.question, conv.system, params)
-            finally:
-                limiter.release()
+            limiter.release()
             log.info(
                 "%s done: finish=%s prompt_tokens=%d completion_tokens=%d %.0f ms", request_id, result.finish_reason,
                 result.prompt_tokens, result.completion_tokens, (time.perf_counter() - t0) * 1000,
@@ -415,6 +434,8 @@ def create_app(
                         "width": width, "height": height}
 
             return await run_in_threadpool(_render)
+        except Exception as exc:
+            raise _as_api_error(exc) from None
         finally:
             limiter.release()
 
