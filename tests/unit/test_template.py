@@ -152,6 +152,22 @@ def test_mismatch_when_special_tokens_are_split_is_refused(tok):
         encode_dialogue(splitting, TURNS, num_image_tokens=N_IMG)
 
 
+def test_mismatch_is_located_at_its_turn(tok, monkeypatch):
+    """A tokenizer that encodes one question differently inside the full string than on its own."""
+    import vmed.data.template as template
+
+    real = template._Encoder.text
+
+    def text(self, s):
+        ids = real(self, s)
+        return ids[:-1] if s == "\n\nOn which side is the lesion?" else ids  # a piece loses its last token
+
+    monkeypatch.setattr(template._Encoder, "text", text)
+    for system in (DEFAULT_SYSTEM_PROMPT, None):
+        with pytest.raises(TemplateError, match="tokenization mismatch in turn 2"):
+            encode_dialogue(tok, TURNS, num_image_tokens=0, system=system)
+
+
 def test_token_straddling_the_answer_boundary_is_refused():
     """A tokenizer without pre-tokenization that merges "\\n\\n" with the answer's first letters."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers

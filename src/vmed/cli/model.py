@@ -38,7 +38,7 @@ def _format_info(info: dict) -> str:
     lines = [
         f"model directory   {info['path']}",
         f"architecture      {info['architecture']} ({info['dtype']})",
-        f"base              " + (", ".join(f"{k}={v_}" for k, v_ in base.items() if v_ is not None) or "unknown"),
+        "base              " + (", ".join(f"{k}={v_}" for k, v_ in base.items() if v_ is not None) or "unknown"),
         f"vision tower      {v['type']}: {v['image_size']}px, patch {v['patch_size']}, hidden {v['hidden_size']}, "
         f"{v['layers']} layers  [{p['vision_tower']:,} params]",
         f"projector         {info['projector']['type']}  [{p['projector']:,} params]",

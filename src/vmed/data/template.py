@@ -21,8 +21,9 @@ messages with the chat template in ``LLAMA3_CHAT_TEMPLATE``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, IMAGE_TOKEN
 from vmed.errors import UserInputError
@@ -217,7 +218,7 @@ def encode_dialogue(
     )
     if expected != input_ids:
         at = next((j for j, (a, b) in enumerate(zip(expected, input_ids)) if a != b), min(len(expected), len(input_ids)))
-        turn_no = _turn_at(enc, input_ids, at)
+        turn_no = _turn_at(enc, input_ids, at, system is not None)
         raise TemplateError(
             f"tokenization mismatch in {turn_no}: the segment-by-segment ids differ from tokenizing the "
             f"rendered dialogue at position {at} (template ids {input_ids[at:at + 8]}..., "
@@ -226,10 +227,10 @@ def encode_dialogue(
     return EncodedDialogue(input_ids, labels, [1] * len(input_ids), kept, len(turns) - kept)
 
 
-def _turn_at(enc: _Encoder, ids: list[int], position: int) -> str:
+def _turn_at(enc: _Encoder, ids: list[int], position: int, has_system: bool) -> str:
     """Human name of the part of the dialogue that contains ``position``."""
-    users = [j for j, t in enumerate(ids[: position + 1]) if t == enc.ids[START_HEADER]]
-    return "the system prompt" if len(users) <= 1 else f"turn {len(users) // 2}"
+    headers = sum(1 for t in ids[: position + 1] if t == enc.ids[START_HEADER]) - int(has_system)
+    return "the system prompt" if headers <= 0 else f"turn {(headers + 1) // 2}"
 
 
 def encode_prompt(

@@ -107,6 +107,8 @@ def _table(groups: dict[str, dict], label: str, keys: tuple[str, ...]) -> list[s
     keys = tuple(k for k in keys if any(k in g for g in groups.values()))
     lines = [f"| {label} | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, metrics in groups.items():
+        if not any(k in metrics for k in keys):
+            continue
         cells = [f"{format_metric(metrics[k])} (n={metrics[k]['n']})" if k in metrics else "—" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -119,8 +121,12 @@ def _turn_section(doc: dict, plot_name: str | None) -> list[str]:
     by_turn = doc.get("by_turn", {})
     if by_turn:
         lines += _table(by_turn, "turn", TURN_METRICS)
-    if doc.get("context_effect"):
-        lines.append("Paired over dialogues; in `single` mode no context is given, so a difference there reflects the questions asked at each position, not context.")
+    mode = (doc.get("run") or {}).get("mode")
+    if doc.get("context_effect") and mode != "dialogue":
+        lines.append(
+            f"Mode: {mode or 'unknown'}. Without dialogue context a difference between turns reflects which questions "
+            "are asked at each position, not the effect of context."
+        )
         lines.append("")
     for key, d in doc.get("context_effect", {}).items():
         ci = d["ci95"]

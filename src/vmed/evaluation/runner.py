@@ -197,6 +197,8 @@ def run_eval(
         raise UserInputError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if history not in HISTORIES:
         raise UserInputError(f"history must be one of {list(HISTORIES)}, got {history!r}")
+    if mode == "single" and history != "model":
+        raise UserInputError("history='gold' applies to dialogue mode only: in single mode every question is asked alone")
     if batch_size < 1:
         raise UserInputError(f"batch size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:

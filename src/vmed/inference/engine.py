@@ -42,6 +42,25 @@ Item = tuple["Image | None", Sequence[tuple[str, str]], str]
 END_TOKENS = ("<|eot_id|>", "<|end_of_text|>")
 
 
+def _cache_kwarg() -> str:
+    """``generate``'s name for a KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+_CACHE_KWARG = _cache_kwarg()
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache of a ``generate`` output (``cache`` or, before transformers 5.24, ``past_key_values``)."""
+    for name in ("cache", "past_key_values"):
+        value = out.get(name) if hasattr(out, "get") else None
+        if value is not None:
+            return value
+    return None
+
+
 class Engine:
     """A loaded model ready to answer. Build with ``Engine.from_pretrained(path)`` or ``Engine(model, processor)``.
 
@@ -255,7 +274,7 @@ class Engine:
         if pixel_values is not None:
             kwargs["pixel_values"] = pixel_values
         if cache is not None:
-            kwargs["cache"] = cache
+            kwargs[_CACHE_KWARG] = cache
         with self._lock, torch.inference_mode(), self._seeded(params):
             out = self.model.generate(
                 **kwargs, generation_config=config, stopping_criteria=StoppingCriteriaList([stop]), streamer=streamer,
@@ -265,7 +284,7 @@ class Engine:
             finish_row(self.tokenizer, g, self.eos_ids, params.stop, params.max_new_tokens, stop.stopped_at.get(i))
             for i, g in enumerate(generated)
         ]
-        return rows, out.cache
+        return rows, _returned_cache(out)
 
     @contextlib.contextmanager
     def _seeded(self, params: GenParams) -> Iterator[None]:

@@ -75,7 +75,8 @@ def _processor_image_tokens(processor: Any) -> int:
     ip = processor.image_processor
     size = getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", False) else None
     size = size or ip.size
-    n = (size["height"] // processor.patch_size) * (size["width"] // processor.patch_size)
+    height, width = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+    n = (height // processor.patch_size) * (width // processor.patch_size)
     n += processor.num_additional_image_tokens
     return n - 1 if processor.vision_feature_select_strategy == "default" else n
 
