@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from vmed.constants import SPLITS
 from vmed.data.converters import CONVERTERS
-from vmed.data.converters.base import ConvertOptions, QARow, RecordRow, Tally
+from vmed.data.converters.base import ConvertOptions, QARow, Tally
 from vmed.data.converters.ordering import order_turns
 from vmed.data.schema import Dialogue, JsonlWriter, Turn
 from vmed.data.summaries import Summarizer, TemplateSummarizer

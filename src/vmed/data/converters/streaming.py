@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from vmed.data.build import HOLD_OUT_RANK, ConvertReport, _fill_split_stats, _ImageChecker, _progress, _split_order, find_leaks
+from vmed.data.build import HOLD_OUT_RANK, ConvertReport, _fill_split_stats, _ImageChecker, _progress, find_leaks
 from vmed.data.converters.base import ConvertOptions, RecordRow, Tally, normalise_answer_type
 from vmed.data.schema import Dialogue, JsonlWriter, Turn
 
