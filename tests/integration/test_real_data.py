@@ -81,7 +81,7 @@ def test_vqa_rad_image_disjoint(vqa_rad):
 
 def test_vqa_rad_summaries_use_only_dialogue_words(vqa_rad):
     glue = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted",
-            "with", "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw", "lay", "took", "went"}
+            "with", "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw", "lay", "took", "went", "none", "nothing", "something"}
     _, out = vqa_rad["keep"]
     for d in read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl"):
         text = " ".join(f"{t.question} {t.answer}" for t in d.turns)
@@ -104,6 +104,7 @@ def test_slake_annotations_without_images(tmp_path):
     assert rep.missing_images_kept["count"] == 546
     records = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert "1622" not in {t.qid for d in records for t in d.turns}
+    assert train["skipped_examples"]["empty_answer"] == [f"{SLAKE / 'train.json'}, row 1622 (qid 1622)"]
     assert all(d.meta["lang"] == "en" for d in records)
     strict = convert("slake", SLAKE, tmp_path / "strict", progress=False)
     assert strict.splits["train"]["skipped"]["image_missing"] == 4918 and strict.splits["train"]["rows_kept"] == 0

@@ -59,7 +59,8 @@ def test_llava_conversations(tmp_path):
         ("What is shown?", "A chest CT.", "open"), ("Any nodule?", "Yes", "closed")]
     assert recs["r2"].turns[0].question == "Describe it."  # <image> at the end of the turn is removed too
     assert rep.splits["train"] == {"rows_read": 3, "rows_kept": 2, "records": 2, "images": 2,
-                                   "skipped": {"image_missing": 1}, "turns_dropped": {"duplicate": 1}}
+                                   "skipped": {"image_missing": 1}, "turns_dropped": {"duplicate": 1},
+                                   "skipped_examples": {"image_missing": [f"{d / 'instruct.json'}, element 2"]}}
     assert recs["r1"].image.endswith("llava/imgs/a.png")
     rep = convert("llava", d / "instruct.json", tmp_path / "val", options=ConvertOptions(split="validation"),
                   allow_missing_images=True, progress=False)

@@ -21,6 +21,8 @@ def test_english_by_default(slake, tmp_path):
     assert rep.splits["train"]["rows_read"] == 7
     assert rep.splits["train"]["skipped"] == {"duplicate": 1, "empty_answer": 1, "other_language": 1}
     assert rep.splits["validation"]["skipped"] == {"other_language": 1}
+    assert rep.splits["train"]["skipped_examples"] == {"empty_answer": [f"{slake / 'train.json'}, row 2 (qid 2)"],
+                                                       "duplicate": [f"{slake / 'train.json'}, row 5 (qid 5)"]}
     assert set(rep.files) == {"train", "validation", "test"}
     train = {d.id: d for d in read_jsonl(tmp_path / "out" / "train.jsonl")}
     x1 = train["slake/xmlab1"]

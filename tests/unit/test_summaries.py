@@ -44,6 +44,9 @@ from vmed.errors import UserInputError
         ("Where is the mass located?", "Pineal gland", "the mass is in the pineal gland"),
         ("Where is the liver?", "Right", "the liver is on the right"),
         ("What organ is enlarged?", "Spleen", "spleen is enlarged"),
+        ("Is there anything wrong with the lungs?", "no", "there is nothing wrong with the lungs"),
+        ("Are any of the ribs fractured?", "No", "none of the ribs are fractured"),
+        ("Is this image sufficient for a diagnosis?", "no", "this image is not sufficient for a diagnosis"),
         ("Why?", "Because", None),
     ],
 )

@@ -323,10 +323,10 @@ def _convert_grouped(conv, src, out, opts, report, summarizer, split_policy, all
         for row in conv.read(src, opts, tally):
             bar.update(1)
             if not row.answer:
-                tally.skip(row.split, "empty_answer")
+                tally.skip(row.split, "empty_answer", where=_where(row))
                 continue
             if not row.question:
-                tally.skip(row.split, "empty_question")
+                tally.skip(row.split, "empty_question", where=_where(row))
                 continue
             groups.setdefault((row.split, row.image_key, row.variant), []).append(row)
 
@@ -340,7 +340,7 @@ def _convert_grouped(conv, src, out, opts, report, summarizer, split_policy, all
             if allow_missing:
                 kept_missing.append(key)
             else:
-                tally.skip(split, problem[key], len(groups.pop(gkey)))
+                tally.skip(split, problem[key], len(groups.pop(gkey)), where=f"image {key}")
     hash_of = {k: sha256_file(p) for k, p in paths.items() if problem[k] is None and p is not None}
 
     keys_by_split: dict[str, set[str]] = {}
@@ -412,13 +412,17 @@ def _convert_grouped(conv, src, out, opts, report, summarizer, split_policy, all
     _fill_split_stats(report, tally, kept, per_split)
 
 
+def _where(row: QARow) -> str:
+    return row.where + (f" (qid {row.qid})" if row.qid is not None else "")
+
+
 def _dedup(rows: list[QARow], split: str, tally: Tally) -> list[QARow]:
     """Drop exact duplicate (question, answer) pairs, keeping the first; count them as ``duplicate``."""
     seen: set[tuple[str, str]] = set()
     out = []
     for r in rows:
         if (r.question, r.answer) in seen:
-            tally.skip(split, "duplicate")
+            tally.skip(split, "duplicate", where=_where(r))
             continue
         seen.add((r.question, r.answer))
         out.append(r)
@@ -438,4 +442,6 @@ def _fill_split_stats(report: ConvertReport, tally: Tally, kept: Counter, per_sp
             "images": len({d.meta.get("image_key", d.image) for d in recs}),
             "skipped": skipped,
         }
+        if tally.examples.get(split):
+            report.splits[split]["skipped_examples"] = tally.examples[split]
     report.skipped = dict(sorted(total.items()))

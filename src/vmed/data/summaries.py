@@ -86,7 +86,8 @@ _PRED_START = {
     "hyperintense", "hypointense", "bright", "dark", "white", "black", "gray", "grey", "symmetric", "symmetrical",
     "asymmetric", "asymmetrical", "unilateral", "bilateral", "midline", "mobile", "homogeneous", "heterogeneous",
     "round", "irregular", "smooth", "large", "small", "big", "thick", "thin", "dilated", "wider", "narrow", "same",
-    "similar", "different", "part", "one", "two", "there", "taken", "obtained", "able", "unable",
+    "similar", "different", "part", "one", "two", "there", "taken", "obtained", "able", "unable", "sufficient",
+    "enough", "adequate", "appropriate", "possible", "useful", "for",
 }
 _WHERE_PREPS = {"in", "on", "at", "within", "inside", "outside", "near", "above", "below", "behind", "under", "over",
                 "between", "along", "throughout", "around", "beside"}
@@ -200,6 +201,8 @@ def _yes_no_statement(words: list[str], yes: bool) -> str | None:
             pred = rest[1:]
             if not pred:
                 return None
+            if pred[0].lower() in ("anything", "something"):
+                return f"there {be} {'something' if yes else 'nothing'} " + " ".join(pred[1:])
             if not yes:
                 while pred and pred[0].lower() in {"any", "a", "an", "some"}:
                     pred = pred[1:]
@@ -211,6 +214,8 @@ def _yes_no_statement(words: list[str], yes: bool) -> str | None:
         if split is None:
             return None
         subj, pred = split
+        if not yes and subj[0].lower() == "any":  # "Are any of the ribs fractured?" no
+            return f"none{' ' + ' '.join(subj[1:]) if len(subj) > 1 else ''} {be} {' '.join(pred)}"
         neg = "" if yes else " not"
         return f"{' '.join(subj)} {be}{neg} {' '.join(pred)}"
     if aux in _DO or aux in _MODALS or aux in _HAVE:

@@ -19,7 +19,7 @@ from vmed.errors import UserInputError
 from vmed.evaluation.metrics.bootstrap import Difference, paired_bootstrap_diff, unpaired_bootstrap_diff
 from vmed.evaluation.pipeline import PREDICTIONS_FILE
 from vmed.evaluation.predictions import read_predictions
-from vmed.evaluation.report import format_metric
+from vmed.evaluation.report import format_metric, format_number
 from vmed.evaluation.scoring import METRICS, RowStatistics, ScoreOptions, metric_aggregator, aggregate, row_statistics
 
 __all__ = ["ComparisonRow", "compare_dirs", "compare_statistics", "format_comparison"]
@@ -83,6 +83,7 @@ def format_comparison(rows: list[ComparisonRow], name_a: str, name_b: str) -> st
     lines = [
         f"A = {name_a}",
         f"B = {name_b}",
+        "A and B: all of each file's rows. B - A: on the rows both files answer when they share any (paired), else on all rows.",
         "",
         "| metric | A [95% CI] | B [95% CI] | B - A [95% CI] | CI excludes 0 | pairing |",
         "|---|---|---|---|---|---|",
@@ -92,8 +93,8 @@ def format_comparison(rows: list[ComparisonRow], name_a: str, name_b: str) -> st
             diff, excl, pairing = "—", "—", "metric missing on one side"
         else:
             d = r.difference
-            ci = f"[{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]" if d.ci else "[—]"
-            diff = f"{d.diff:+.4f} {ci}"
+            ci = f"[{format_number(d.ci[0], True)}, {format_number(d.ci[1], True)}]" if d.ci else "[—]"
+            diff = f"{format_number(d.diff, True)} {ci}"
             excl = "**yes**" if d.excludes_zero else "no"
             pairing = f"paired on {r.n_shared} shared rows" if d.paired else f"unpaired ({d.n_a} vs {d.n_b} rows)"
         lines.append(f"| `{r.key}` | {format_metric(r.a)} | {format_metric(r.b)} | {diff} | {excl} | {pairing} |")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vmed.evaluation.plots import TURN_METRICS, plot_question_types, plot_turn_accuracy
 
-__all__ = ["write_report", "render_report", "format_metric", "TURN_PLOT", "TYPE_PLOT"]
+__all__ = ["write_report", "render_report", "format_metric", "format_number", "TURN_PLOT", "TYPE_PLOT"]
 
 TURN_PLOT = "turn_accuracy.png"
 TYPE_PLOT = "question_type.png"
@@ -23,8 +23,16 @@ _TYPE_TABLE_KEYS = ("closed_accuracy_strict", "closed_accuracy_llava_med", "clos
                     "open_recall_llava_med", "open_token_f1", "vqa_med_2019_accuracy")  # fmt: skip
 
 
-def _num(x: float | None) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+def _num(x: float | None, sign: str = "") -> str:
+    """4 decimals; values closer to 0 than 0.001 (but not 0) in scientific notation, so they do not read as 0."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:{sign}.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:{sign}.1e}"
+
+
+def format_number(x: float | None, signed: bool = False) -> str:
+    """How every number of the report and of ``vmed eval compare`` is printed."""
+    return _num(x, "+" if signed else "")
 
 
 def format_metric(m: dict | None) -> str:

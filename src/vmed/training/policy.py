@@ -86,11 +86,11 @@ def _check_lora_targets(model: Any, regex: str) -> None:
             f"lora.target_modules {regex!r} matches no module of the model; it is a regex over full module names "
             "such as 'model.language_model.layers.0.self_attn.q_proj'"
         )
-    outside = [n for n in matched if not n.startswith("model.language_model.")]
+    outside = [n for n in matched if not (n.startswith("model.language_model.") or n == "lm_head")]
     if outside:
         raise ConfigError(
             f"lora.target_modules {regex!r} also matches {outside[0]!r}, outside the language model; "
-            "limit the regex to model.language_model (the vision tower and projector have their own policy)"
+            "limit the regex to model.language_model and lm_head (the vision tower and projector have their own policy)"
         )
 
 

@@ -10,6 +10,7 @@ Which parts train is the config's ``policy``; it is logged at start with trainab
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -37,8 +38,14 @@ class StageResult:
     checkpoint: Path | None = None
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or a single process): the one that logs and writes run files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _echo(msg: str) -> None:
-    print(msg, flush=True)
+    if _is_main_process():
+        print(msg, flush=True)
 
 
 def check_input(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -168,8 +175,9 @@ def _prepare_output(cfg: TrainConfig) -> Path | None:
         if not (ckpt / "COMPLETE").is_file():
             raise ConfigError(f"runtime.resume={ckpt}: not a complete vmed checkpoint (no COMPLETE marker)")
         return ckpt
-    for p in remove_incomplete_checkpoints(out):
-        _echo(f"removed incomplete checkpoint {p} (written when the run was interrupted)")
+    if _is_main_process():  # every rank then picks the same marked checkpoint
+        for p in remove_incomplete_checkpoints(out):
+            _echo(f"removed incomplete checkpoint {p} (written when the run was interrupted)")
     return latest_complete_checkpoint(out)
 
 
@@ -203,8 +211,9 @@ def run_stage(cfg: TrainConfig) -> StageResult:
     model, processor, base, merged = build_stage_model(cfg, parent)
     if cfg.runtime.attn_implementation != "sdpa" and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(cfg.runtime.attn_implementation)
-    write_manifest(cfg.output_dir, {"format": "vmed-run/1", "status": "running", "stage": cfg.stage, "base": base,
-                                    "config": to_dict(cfg)})
+    if _is_main_process():
+        write_manifest(cfg.output_dir, {"format": "vmed-run/1", "status": "running", "stage": cfg.stage, "base": base,
+                                        "config": to_dict(cfg)})
     model = apply_policy(model, cfg.policy, cfg.lora)
     if cfg.runtime.gradient_checkpointing and cfg.policy.llm != "full":
         model.enable_input_require_grads()

@@ -119,12 +119,19 @@ class Tally:
 
     read: Counter = field(default_factory=Counter)
     skipped: dict[str, Counter] = field(default_factory=dict)
+    examples: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """split -> reason -> the first few skipped rows (file, row, qid), so that a reader can find them."""
+    max_examples: int = 5
 
     def saw(self, split: str, n: int = 1) -> None:
         self.read[split] += n
 
-    def skip(self, split: str, reason: str, n: int = 1) -> None:
+    def skip(self, split: str, reason: str, n: int = 1, where: str | None = None) -> None:
         self.skipped.setdefault(split, Counter())[reason] += n
+        if where:
+            found = self.examples.setdefault(split, {}).setdefault(reason, [])
+            if len(found) < self.max_examples:
+                found.append(where)
 
 
 class Converter(Protocol):

@@ -86,7 +86,7 @@ class HfParquetConverter:
                         img = rec["image"]
                         data = img.get("bytes") if isinstance(img, dict) else None
                         if not data:
-                            tally.skip(split, "image_missing")
+                            tally.skip(split, "image_missing", where=f"{file}, row {i}")
                             continue
                         digest = hashlib.sha256(data).hexdigest()
                         key = f"{digest[:16]}.{_EXT.get(sniff_format(data) or '', 'bin')}"

@@ -59,12 +59,12 @@ def convert_stream(conv, src: Path, out: Path, opts: ConvertOptions, report: Con
                 bar.update(1)
                 d = _to_dialogue(row, conv.name, turns_dropped.setdefault(row.split, Counter()))
                 if d is None:
-                    tally.skip(row.split, "empty_answer")
+                    tally.skip(row.split, "empty_answer", where=row.where)
                     continue
                 problem = checker(row.image_path)
                 if problem is not None:
                     if not allow_missing:
-                        tally.skip(row.split, problem)
+                        tally.skip(row.split, problem, where=row.where)
                         continue
                     missing_kept += 1
                     if len(missing_examples) < 20:
@@ -72,7 +72,7 @@ def convert_stream(conv, src: Path, out: Path, opts: ConvertOptions, report: Con
                     d.meta["image_problem"] = problem
                 split = target.get(row.image_key or "", row.split)
                 if split != row.split:
-                    moved[f"{row.split}->{split}"] += len(d.turns)
+                    moved[f"{row.split}->{split}"] += 1  # records (the rows of the streamed formats)
                     moved_images.add(row.image_key or "")
                 d.split = split
                 d.image = place(row.image_key, row.image_path)
@@ -80,7 +80,7 @@ def convert_stream(conv, src: Path, out: Path, opts: ConvertOptions, report: Con
                     d.summary = row.summary
                     caption_summaries += 1
                 else:
-                    d.summary = summarizer.summarize(d) if _summarizable(d) else None
+                    d.summary = summarizer.summarize(d) if summarizer.name != "template" or _summarizable(d) else None
                 if split not in writers:
                     writers[split] = JsonlWriter(out / f"{split}.jsonl")
                 writers[split].write(_record_dict(d))

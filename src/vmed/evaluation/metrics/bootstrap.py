@@ -19,6 +19,9 @@ import numpy as np
 
 __all__ = ["BootstrapConfig", "Difference", "mean_aggregate", "bootstrap_ci", "paired_bootstrap_diff", "unpaired_bootstrap_diff"]
 
+ZERO_TOLERANCE = 1e-12
+"""Interval ends closer to 0 than this count as 0 (sums of means leave ~1e-17 residues)."""
+
 Aggregate = Callable[[np.ndarray], np.ndarray]
 """Summed statistics [B, k] -> metric values [B]."""
 
@@ -108,7 +111,8 @@ class Difference:
 
     @property
     def excludes_zero(self) -> bool:
-        return self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
+        """True when the whole interval lies on one side of 0 (beyond float rounding, 1e-12)."""
+        return self.ci is not None and (self.ci[0] > ZERO_TOLERANCE or self.ci[1] < -ZERO_TOLERANCE)
 
 
 def paired_bootstrap_diff(
