@@ -26,6 +26,7 @@ import json
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -104,6 +105,11 @@ _VERBS = {
     "deviate", "displace", "obstruct", "abut", "invade", "impinge", "surround", "enter", "reach", "follow", "use",
 }
 _IRREGULAR_PAST = {"have": "had", "show": "showed", "see": "saw", "be": "was", "lie": "lay", "take": "took", "go": "went"}
+_PLURALS = {"feet", "teeth", "children", "women", "men", "data", "bilateral"}
+_ORGANS = {"organ", "organs", "structure", "structures", "part", "side", "lobe", "bone", "bones", "vessel", "region", "area"}
+_WH = {"what", "which", "where", "how", "who", "why", "when"}
+_UNSURE = {"not sure", "unsure", "unknown", "cannot tell", "can't tell", "n/a", "none"}
+_NORMAL_ANSWERS = {"normal", "none", "nothing", "no abnormality", "not seen", "no"}
 _OR_CHOICE = re.compile(r"\b([\w-]+) or ([\w-]+)\b", re.I)
 
 
@@ -154,8 +160,9 @@ def _split_subject(words: list[str]) -> tuple[list[str], list[str]] | None:
     if not words:
         return None
     start = 2 if words[0].lower() in _DETERMINERS and len(words) > 2 else 1
-    if words[0].lower() in {"this", "it", "that"} and len(words) > 1 and words[1].lower() in _PRED_START | {"the"}:
-        start = 1
+    if words[0].lower() == "it" or (words[0].lower() in {"this", "that"} and len(words) > 1
+                                     and words[1].lower() in _PRED_START | {"the", "a", "an"}):
+        return words[:1], words[1:]  # "is it difficult to ...", "is this the small bowel"
     for i in range(start, len(words)):
         w = words[i].lower()
         prev = words[i - 1].lower()
@@ -226,9 +233,7 @@ def _yes_no_statement(words: list[str], yes: bool) -> str | None:
             return None
         subj, verb, tail = rest[:idx], rest[idx], rest[idx + 1:]
         tail_s = (" " + " ".join(tail)) if tail else ""
-        if aux in _MODALS:
-            return f"{' '.join(subj)} {aux}{'' if yes else ' not'} {verb}{tail_s}"
-        if aux in _HAVE:
+        if aux in _MODALS or aux in _HAVE:
             return f"{' '.join(subj)} {aux}{'' if yes else ' not'} {verb}{tail_s}"
         if yes:
             conj = {"does": _third_person, "do": lambda v: v, "did": _past}[aux](verb)
@@ -237,42 +242,187 @@ def _yes_no_statement(words: list[str], yes: bool) -> str | None:
     return None
 
 
+def _plural(np: str) -> bool:
+    """A rough number for a noun phrase: lists and '-s' heads are plural ('bones', 'ribs'), '-sis'/'-us'/'-ss' are not."""
+    words = re.sub(r"\([^)]*\)", "", np).replace(",", " , ").split()
+    if not words:
+        return False
+    if "," in words or "and" in [w.lower() for w in words]:
+        return True
+    head = next((w for w in words if w.lower() in _WHERE_PREPS | {"of", "with", "as", "showing"}), None)
+    head_word = words[words.index(head) - 1] if head and words.index(head) > 0 else words[-1]
+    h = head_word.lower()
+    if re.fullmatch(r"\d+", words[0]) and words[0] != "1":
+        return True
+    return (len(h) > 3 and h.endswith("s") and not h.endswith(("ss", "us", "is", "sis", "ous", "ics", "ys"))) or h in _PLURALS
+
+
+def _be_for(np: str) -> str:
+    return "are" if _plural(np) else "is"
+
+
+def _np(answer: str) -> str:
+    """An answer as a noun phrase inside a sentence: 'Spleen' -> 'the spleen'? no, case only: 'spleen'."""
+    return _phrase_lower(answer.strip().rstrip("."))
+
+
+def _the(np: str) -> str:
+    """'pancreas' -> 'the pancreas'; phrases that start with a determiner, a number or a preposition stay."""
+    first = np.split()[0].lower() if np.split() else ""
+    if first in _DETERMINERS | _WHERE_PREPS | {"no", "both", "all"} or first[:1].isdigit() or np[:1].isupper():
+        return np
+    return "the " + np
+
+
 def _open_statement(words: list[str], answer: str) -> str | None:
     if len(words) < 2:
         return None
     lw = [w.lower() for w in words]
-    ans = _phrase_lower(answer.rstrip("."))
-    if ans.lower().startswith(("it ", "they ", "there ", "this ")):
-        return None  # a sentence answer: slotting it into the question would not read
+    ans = _np(answer)
+    if not _answer_ok(answer):
+        return None
     if lw[0] in ("what", "which") and lw[1] in _BE and len(words) > 2:
-        subject = " ".join(words[2:])
-        if lw[2] in _PRED_START or lw[2].endswith(("ed", "ing")):
-            return f"{ans} {_BE[lw[1]]} {subject}"
-        return f"{subject} {_BE[lw[1]]} {ans}"
+        subject = words[2:]
+        if lw[2] in _PRED_START or lw[2].endswith(("ed", "ing")):  # "What is enlarged?" spleen
+            return f"{_the(ans)} {_be_for(ans)} {' '.join(subject)}"
+        split = _split_subject(subject)
+        if split and split[1][-1].lower() in _WHERE_PREPS | {"with", "by", "of", "as"}:  # "What was this image taken with?"
+            return f"{' '.join(split[0])} {_BE[lw[1]]} {' '.join(split[1])} {ans}"
+        return f"{' '.join(subject)} {_BE[lw[1]]} {ans}"
     if lw[0] == "where" and lw[1] in _BE and len(words) > 2:
-        subj = [w for w in words[2:] if w.lower() != "located"]
-        first = ans.split()[0].lower() if ans else ""
-        second = ans.split()[1].lower() if len(ans.split()) > 1 else ""
-        prep = "" if first in _WHERE_PREPS or first == "the" or (first in _DIRECTIONS and second == "to") else "in the "
-        if ans.lower() in ("left", "right"):
-            prep = "on the "
-        return f"{' '.join(subj)} {_BE[lw[1]]} {prep}{ans}"
+        return _location([w for w in words[2:] if w.lower() != "located"], _BE[lw[1]], ans)
+    if lw[:2] == ["location", "of"] and len(words) > 2:
+        return _location(words[2:], _be_for(" ".join(words[2:])), ans)
     if lw[:2] == ["how", "many"] and len(words) > 2:
         noun = []
         for w in words[2:]:
-            if w.lower() in _BE or w.lower() in _DO or w.lower() in {"can", "could"}:
+            if w.lower() in _BE or w.lower() in _DO or w.lower() in {"can", "could", "in", "on", "of"}:
                 break
             noun.append(w)
-        return f"{ans} {' '.join(noun)} counted" if noun else None
+        if not noun or not re.fullmatch(r"\d+", ans):
+            return None
+        return f"there {'is' if ans == '1' else 'are'} {'no' if ans == '0' else ans} {' '.join(noun)}"
+    if lw[0] in ("in", "on") and len(lw) > 3 and lw[1] in ("which", "what"):  # "In which lobe is the lesion (located)?"
+        be_idx = next((i for i in range(2, len(lw)) if lw[i] in _BE), None)
+        if be_idx is not None and be_idx + 1 < len(words):
+            subj = [w for w in words[be_idx + 1:] if w.lower() not in ("located", "present", "seen", "found")]
+            return f"{' '.join(subj)} {_BE[lw[be_idx]]} {lw[0]} {_the(ans)}" if subj else None
     if lw[0] in ("what", "which") and len(words) > 3:
         be_idx = next((i for i in range(2, len(lw)) if lw[i] in _BE), None)
         if be_idx is not None and be_idx + 1 < len(words):
             rest = words[be_idx + 1:]
             if rest[0].lower() in _PRED_START or rest[0].lower().endswith("ed"):
-                return f"{ans} {_BE[lw[be_idx]]} {' '.join(rest)}"
+                return f"{_the(ans) if lw[1] in _ORGANS else ans} {_be_for(ans)} {' '.join(rest)}"
             if lw[1] in ("color", "colour", "size", "shape", "density"):
                 return f"{' '.join(rest)} {_BE[lw[be_idx]]} {ans}"
+        if lw[1] in _DO and len(words) > 3 and lw[-1] in _VERBS:  # "What does the hypodensity suggest?"
+            return f"{' '.join(words[2:-1])} {_third_person(lw[-1]) if lw[1] == 'does' else lw[-1]} {ans}"
+    wh = next((i for i, w in enumerate(lw) if w in ("what", "which") and i > 1), None)
+    if wh is not None and lw[0] not in _WH and (lw[0] in _DETERMINERS or lw[0] == "there"):
+        # A declarative question: "The calcification is located in what vessel?" -> put the answer in its place.
+        end = wh + 2 if wh + 1 < len(lw) and lw[wh + 1] not in _BE else wh + 1
+        if end == len(lw) and wh + 1 < len(lw) and lw[wh + 1] in ("direction", "side"):
+            lead = words[:wh - 1] if lw[wh - 1] in _WHERE_PREPS | {"to"} else words[:wh]
+            return " ".join(lead) + f" {'on' if lw[wh + 1] == 'side' else 'to'} {_the(ans)}"
+        if end == len(lw):
+            return " ".join(words[:wh]) + f" {_the(ans)}"
     return None
+
+
+def _location(subject: list[str], be: str, ans: str) -> str | None:
+    if not subject:
+        return None
+    first = ans.split()[0].lower() if ans else ""
+    second = ans.split()[1].lower() if len(ans.split()) > 1 else ""
+    prep = "" if first in _WHERE_PREPS or first == "the" or (first in _DIRECTIONS and second == "to") else "in the "
+    if ans.lower() in ("left", "right", "bilateral", "midline", "diffuse"):
+        prep = {"left": "on the ", "right": "on the ", "midline": "in the "}.get(ans.lower(), "")
+    subject = [w for w in subject if w.lower() not in _PRESENCE]
+    return f"{' '.join(subject)} {be} {prep}{ans}" if subject else None
+
+
+def _answer_ok(answer: str) -> bool:
+    """An answer worth stating: not unsure ('Air?', 'not sure'), not a long free-text sentence."""
+    a = answer.strip().lower()
+    if not a or a.endswith("?") or a in _UNSURE or len(a.split()) > 14:
+        return False
+    return not re.match(r"^(it|they|there|this|you|we|i|because|imagine|yes|no)\b", a)
+
+
+# --- facts: one per turn, rendered in groups ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Fact:
+    """What one turn established. ``kind``: ``present`` (a finding NP), ``absent`` (an NP not seen) or ``clause``."""
+
+    kind: str
+    text: str
+    negative: bool = False
+
+
+_CONTEXT = re.compile(
+    r"\s+(?:in|on|within|from)\s+(?:this|the|these)\s+(?:above\s+)?(?:image|images|film|scan|picture|study|radiograph|"
+    r"x-ray|xray|ct|mri|cut|section|slice|patient|exam|case)(?:\s+(?:shown|above))?\b", re.I)
+_PRESENCE = {"present", "seen", "visible", "noted", "identified", "evident", "shown", "visualized", "demonstrated", "observed"}
+_FINDING_Q = re.compile(
+    r"^(?:what|which)\s+(?:is|are)\s+(?:the\s+)?(?:abnormal(?:ity|ities)?|findings?|pathology|wrong)\b|"
+    r"^(?:what|which)\s+(?:abnormal(?:ity|ities)|pathology|patholog(?:y|ies)|findings?|lesions?)\s+(?:is|are|does|do)\b|"
+    r"^what\s+(?:is|are)\s+(?:seen|shown|present|visible)\b", re.I)
+_TYPE_Q = re.compile(r"^(?:what|which)\s+(?:type|types|kind|kinds|sort)\s+of\s+(.+?)\s+(?:is|are|was|were)\s+"
+                     r"(?:seen|shown|present|visible|noted|depicted|demonstrated|found|displayed)\b", re.I)
+_SPECULATIVE = re.compile(r"\b(you|we|i|would|will|should|might|may|could|likely|probabl[ey]|possible|why|how)\b", re.I)
+_OVERVIEW_Q = re.compile(r"\b(modality|plane|organ system|which organ|what organ|part of the body|body part|type of imag|"
+                         r"kind of imag|imaging technique|how was this|type of mri|weighting|sequence|taken with|view)\b", re.I)
+_OVERVIEW_WORDS = set(_MODALITIES) | set(_PLANES) | set(_DETAILS) | {"this", "image", "scan", "film", "study", "an", "a", "the",
+                                                                       "taken", "is", "not", "view", "plane", "section", "cut"}
+
+
+def _fact(turn: Turn) -> Fact | None:
+    """The fact of one turn (see the module docstring), or None when the turn fits no pattern or is speculative."""
+    q = _CONTEXT.sub("", re.sub(r"\s+", " ", turn.question.strip()).rstrip(" ?."))
+    a = turn.answer.strip().rstrip(".")
+    al = a.lower()
+    if _SPECULATIVE.search(q) and not re.match(r"(?i)^how many\b", q):
+        return None
+    if al not in ("yes", "no") and _OVERVIEW_Q.search(q):
+        return None  # a modality/plane/organ question: the overview sentence states it (or it did not fit one)
+    if al not in ("yes", "no") and _resolve_choice(q, a) is None:
+        if not _answer_ok(a):
+            return None
+        if al in _NORMAL_ANSWERS and _FINDING_Q.search(q):
+            return None
+        if _FINDING_Q.search(q):
+            return Fact("present", _np(a))
+        m = _TYPE_Q.match(q)
+        if m:
+            kind = _CONTEXT.sub("", m.group(1))
+            head = kind.split()[-1].lower()
+            return Fact("present", _np(a) if head.rstrip("s") in al else f"{_np(a)} {_phrase_lower(kind)}")
+    w = _words(q)
+    lw = [x.lower() for x in w]
+    if al in ("yes", "no") and len(w) > 2 and lw[0] in _BE:
+        rest, yes = w[1:], al == "yes"
+        if lw[1] == "there":  # "Is there (a|any) X (present)?"
+            np = rest[1:]
+            while np and np[-1].lower() in _PRESENCE:
+                np = np[:-1]
+            if not yes:
+                while np and np[0].lower() in {"any", "a", "an", "some"}:
+                    np = np[1:]
+            elif np and np[0].lower() in {"any", "some"}:
+                np = np[1:]
+            np = [x for j, x in enumerate(np) if not (x.lower() in _PRESENCE and j + 1 < len(np) and np[j + 1].lower() in _WHERE_PREPS)]
+            if np and np[0].lower() not in ("anything", "something"):
+                return Fact("present" if yes else "absent", re.sub(r"\s+as well$", "", " ".join(np)))
+        elif lw[-1] in _PRESENCE and lw[1] not in _DETERMINERS | {"it"} and len(w) > 2:  # "Is lymphadenopathy present?"
+            return Fact("present" if yes else "absent", " ".join(w[1:-1]))
+        if set(lw[1:]) <= _OVERVIEW_WORDS | _REGIONS:  # "Is this an MRI?" no: the overview says what it is
+            return None
+    text = statement(Turn(q, a))
+    if not text:
+        return None
+    text = _soft_lower(text.split()[0]) + text[len(text.split()[0]):]
+    return Fact("clause", text, negative=bool(re.search(r"\b(not|no|none|nothing)\b", text)))
 
 
 def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
@@ -297,9 +447,16 @@ def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
                 elif plane is None and thing in _PLANES:
                     plane, _ = _PLANES[thing], used.add(i)
             continue
-        if any(k in q for k in ("modality", "type of imag", "kind of imag", "type of scan", "imaging technique", "what type of image")):
+        tokens = al.replace(" - ", " ").replace("weighted", "").split()
+        if any(k in q for k in ("modality", "type of imag", "kind of imag", "type of scan", "imaging technique", "what type of image",
+                                "how was this", "type of mri", "kind of mri", "taken with")):
             if modality is None and al in _MODALITIES:
                 modality = _MODALITIES[al]
+                used.add(i)
+            elif modality is None and set(tokens) & set(_MODALITIES) and set(tokens) <= set(_MODALITIES) | set(_DETAILS):
+                # "MR - T2 weighted"
+                modality = next(_MODALITIES[w] for w in tokens if w in _MODALITIES)
+                details += [_DETAILS[w] for w in tokens if w in _DETAILS]
                 used.add(i)
             elif modality is None and any(w in _MODALITIES for w in al.replace("-", " ").split()):
                 modality = a if not a[:1].isupper() or a.isupper() or "-" in a.split()[0] else _phrase_lower(a)
@@ -333,40 +490,73 @@ def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
     return text + ".", used
 
 
+
+
 def _content(text: str) -> set[str]:
-    return {w.strip(",;:-").lower() for w in text.split()} - _STOP
+    """Content-word stems (first five letters), so 'tracheal deviation' matches 'deviation in the trachea'."""
+    return {w.strip(",;:-()").lower()[:5] for w in text.split()} - {s[:5] for s in _STOP} - {""}
 
 
 def _similar(a: str, b: str, threshold: float = 0.5) -> bool:
     """Two findings that say nearly the same thing (paraphrased questions); same polarity only."""
-    neg_a = any(w in a.lower().split() for w in ("no", "not"))
-    neg_b = any(w in b.lower().split() for w in ("no", "not"))
+    neg_a = bool(re.search(r"\b(no|not|none|nothing)\b", a.lower()))
+    neg_b = bool(re.search(r"\b(no|not|none|nothing)\b", b.lower()))
     ca, cb = _content(a), _content(b)
     if neg_a != neg_b or not ca or not cb:
         return a.lower() == b.lower()
     return len(ca & cb) / len(ca | cb) >= threshold
 
 
+def _facts(turns: Sequence[Turn], skip: set[int]) -> list[Fact]:
+    """The facts of ``turns`` (but ``skip``), paraphrases dropped, in priority order: present, positive clauses,
+    absent, negative clauses; within a group, in dialogue order."""
+    kept: list[tuple[str, Fact]] = []
+    for i, t in enumerate(turns):
+        f = None if i in skip else _fact(t)
+        if f is None:
+            continue
+        key = f"no {f.text}" if f.kind == "absent" else f"there is {f.text}" if f.kind == "present" else f.text
+        if not any(_similar(key, k) for k, _ in kept):
+            kept.append((key, f))
+    facts = [f for _, f in kept]
+    # A finding that another fact already names ("nephroblastomatosis" beside "the hypodensity ... is nephroblastomatosis").
+    facts = [f for f in facts if not any(g is not f and f.kind == "present" and f.text.lower() in g.text.lower() for g in facts)]
+    rank = {("present", False): 0, ("clause", False): 1, ("absent", False): 2, ("clause", True): 3}
+    return sorted(facts, key=lambda f: rank[(f.kind, f.negative)])
+
+
+def _findings_sentence(facts: Sequence[Fact]) -> str:
+    """'There is a pneumothorax; the mass is in the right lobe; there is no fracture, no effusion.'"""
+    present = [f.text for f in facts if f.kind == "present"]
+    absent = [f.text for f in facts if f.kind == "absent"]
+    clauses = []
+    if len(present) == 1:
+        clauses.append(f"there {_be_for(present[0])} {present[0]}")
+    elif present:
+        clauses.append("findings include " + ", ".join(present))
+    clauses += [f.text for f in facts if f.kind == "clause" and not f.negative]
+    if absent:
+        clauses.append(f"there {_be_for(absent[0])} no " + ", no ".join(absent))
+    clauses += [f.text for f in facts if f.kind == "clause" and f.negative]
+    return _sentence_case("; ".join(clauses)) + "." if clauses else ""
+
+
 def template_summary(turns: Sequence[Turn], max_findings: int = 4, max_words: int = 60) -> str:
     """One or two sentences stating what ``turns`` established (see the module docstring)."""
     overview, used = _overview(turns)
-    findings: list[str] = []
-    for i, t in enumerate(turns):
-        if i in used or len(findings) >= max_findings:
-            continue
-        s = statement(t)
-        if s and not any(_similar(s, f) for f in findings):
-            findings.append(s)
-    parts = [overview] if overview else []
-    if findings:
-        parts.append(_sentence_case("; ".join(findings)) + ".")
-    if not parts:
-        answers = list(dict.fromkeys(t.answer.strip().rstrip(".") for t in turns if t.answer.strip().lower() not in ("yes", "no")))[:3]
+    facts = _facts(turns, used)[:max_findings]
+    while True:
+        text = " ".join(s for s in (overview, _findings_sentence(facts)) if s)
+        if len(text.split()) <= max_words or len(facts) <= 1:
+            break
+        facts = facts[:-1]  # drop the least important finding rather than cut a sentence
+    if not text:
+        answers = [_np(t.answer) for t in turns if t.answer.strip().lower() not in ("yes", "no") and _answer_ok(t.answer)]
         if answers:
-            parts.append(_sentence_case("Findings include " + ", ".join(answers) + "."))
+            text = _sentence_case("findings include " + ", ".join(dict.fromkeys(answers[:3]))) + "."
         elif turns:  # only yes/no answers that fit no pattern: state the first exchange as it is
-            parts.append(f"{turns[0].question.strip().rstrip('?')}? {_sentence_case(turns[0].answer.strip())}.")
-    return cap_words(" ".join(parts), max_words)
+            text = f"{turns[0].question.strip().rstrip('?')}? {_sentence_case(turns[0].answer.strip())}."
+    return cap_words(text, max_words)
 
 
 class TemplateSummarizer:

@@ -85,7 +85,7 @@ def plot_question_types(by_question_type: dict[str, dict], path: str | os.PathLi
     plt = _pyplot()
     keys = [k for k in TYPE_METRICS if any(k in by_question_type[t] for t in types)]
     height = 0.8 / max(len(keys), 1)
-    fig, ax = plt.subplots(figsize=(9.5, 1.5 + 0.5 * len(types)))
+    fig, ax = plt.subplots(figsize=(9.5, max(3.5, 1.5 + 0.5 * len(types))))
     for j, key in enumerate(keys):
         ys, vals, errs = [], [], [[], []]
         for i, t in enumerate(types):

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from vmed.errors import UserInputError
 
-__all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "sha256_file"]
+__all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "write_rows", "sha256_file"]
 
 ANSWER_TYPES = ("closed", "open", "summary")
 REQUIRED_KEYS = ("id", "turn", "question", "reference", "prediction", "answer_type", "question_type")
