@@ -109,31 +109,13 @@ def build(shape: Shape, device: str, dtype, *, qlora: bool):
     finally:
         torch.set_default_dtype(previous)
     if qlora:
+        from vmed.training.quantize import quantize_lm_4bit
+
         quantize_lm_4bit(model)
     policy = PolicyConfig(vision="frozen", projector="train", llm="lora")
     model = apply_policy(model, policy, LoraConfigSpec(r=shape.lora_r, alpha=shape.lora_alpha, dropout=0.05))
     model.train()
     return model, count_parameters(model)
-
-
-def quantize_lm_4bit(model) -> None:
-    """Replace every Linear of the language-model layers by a bitsandbytes NF4 Linear4bit (layer by layer)."""
-    import bitsandbytes as bnb
-    import torch
-
-    layers = model.model.language_model.layers
-    for layer in layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, child in list(parent.named_children()):
-                if not isinstance(child, torch.nn.Linear):
-                    continue
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=torch.bfloat16, quant_type="nf4", device="cpu")
-                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, quant_type="nf4").to(child.weight.device)
-                setattr(parent, name, q)
-                del child
-        gc.collect()
-        torch.cuda.empty_cache()
 
 
 def make_batch(shape: Shape, device: str, dtype):
@@ -194,7 +176,7 @@ def run_case(shape: Shape, args: argparse.Namespace, device: str, *, qlora: bool
         opt.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step >= 2:
             times.append(time.time() - t)
     step_s = sum(times) / len(times)

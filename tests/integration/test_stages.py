@@ -159,3 +159,18 @@ def test_bf16_flag_runs_on_cpu(runs, tmp_path):
     result = run_stage(stage_config(tmp_path, runs / "ph", 1, "runtime.precision=bf16", "optim.max_steps=1"))
     assert result.completed and result.metrics["global_step"] == 1
     assert torch.isfinite(torch.tensor(result.metrics["train_loss"]))
+
+
+def test_full_llm_policy_saves_and_reloads_the_trained_lm(runs, tmp_path):
+    from vmed.training.runs import load_run
+    from vmed.training.stages import run_stage
+
+    cfg = stage_config(runs, runs / "ph", 2, "policy.llm=full", f"output_dir={tmp_path / 'full'}")
+    run_stage(cfg)
+    manifest = json.loads((tmp_path / "full" / "run_manifest.json").read_text())
+    assert manifest["weights"] == "weights.safetensors" and manifest["adapter"] is None
+    base = _base_state()
+    model, _, _ = load_run(tmp_path / "full")
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, base[k])}
+    assert any(k.startswith("model.language_model.layers.") for k in changed)
+    assert not any(k.startswith("model.vision_tower.") for k in changed)

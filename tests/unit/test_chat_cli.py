@@ -125,3 +125,13 @@ def test_quit_stops_reading(engine):
     r, out, err = repl(engine)
     assert r.run(["/quit", "Never asked?"]) == 0
     assert out.getvalue() == "" and r.session.turns == []
+
+
+def test_bad_flags_exit_2_before_loading(files, capsys):
+    from vmed.cli import main
+
+    assert main(["chat", "--model", str(files["model"]), "--preset", "foo"]) == 2
+    assert main(["chat", "--model", str(files["model"]), "--window", "40"]) == 2
+    assert main(["chat", "--model", str(files["root"] / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "--preset 'foo'" in err and "--window" in err and "does not exist" in err

@@ -146,3 +146,20 @@ def test_session_context_limit(engine):
     assert len(session.turns) == 1
     with pytest.raises(UserInputError, match="empty"):
         session.ask("   ", GenParams(max_new_tokens=2))
+
+
+def test_failed_generation_drops_the_cache(engine, image, monkeypatch):
+    p = GenParams(max_new_tokens=4)
+    session = engine.session(image)
+    session.ask("Q1?", p)
+    assert session.cached_tokens > 0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine.model, "generate", broken)
+        with pytest.raises(RuntimeError):
+            session.ask("Q2?", p)
+    assert session.cached_tokens == 0 and len(session.turns) == 1
+    assert session.ask("Q2?", p).text == engine.dialogue(image, ["Q1?", "Q2?"], p)[1].text

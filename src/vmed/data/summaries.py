@@ -1,16 +1,26 @@
 """Dialogue summaries: what a per-image dialogue established, in one or two sentences.
 
-``TemplateSummarizer`` (the default; offline, deterministic) writes a clinician-style note using only
-facts from the answers:
+``TemplateSummarizer`` (the default; offline, deterministic, rule-based) writes a clinician-style note
+of at most two sentences, using only words from the dialogue plus a few function words:
 
 1. an overview sentence from the modality, plane and body-region answers:
-   ``"Axial MRI of the abdomen (T2-weighted)."``;
-2. a findings sentence: yes/no questions become statements (``"Is the liver visible?" yes`` ->
-   ``"the liver is visible"``, ``"Is there a kidney?" no`` -> ``"there is no kidney"``) and open
-   answers are slotted into the question (``"What is the composition of the mass?" fat`` ->
-   ``"the composition of the mass is fat"``), at most ``max_findings`` of them, joined by ``;``.
+   ``"Axial MRI of the abdomen (T2-weighted)."`` (a "Which part of the body ...?" answer beats a
+   "What organ is ...?" one; modality, plane and organ questions are not repeated as findings);
+2. a findings sentence built from one ``Fact`` per turn, in this order, clauses joined by ``;``:
+   findings present (``"Is there a pneumothorax?" yes``, ``"What is abnormal?" cardiomegaly``,
+   ``"What type of distributions is seen?" micronodular`` -> "micronodular distributions"), as
+   ``"there is/are X"`` or, for several, ``"findings include X, Y"``; other statements
+   (``"the liver is visible"``, ``"the mass is in the right lower lobe"``, ``"there are 2 masses"``,
+   ``"the mass is 2.5 cm"``); findings absent, merged (``"there is no fracture, no effusion"``);
+   negative statements (``"the heart is not enlarged"``).
 
-Turns that fit no pattern are left out rather than listed as Q/A pairs.
+The verb agrees with the subject it ends up with (``"cardiomegaly"`` -> is, ``"the kidneys"`` -> are);
+an answer that is a sentence already is used as it is. Left out: speculative or textbook questions
+(would, should, you, why, how, treatment, effect of), unsure answers (``"Air?"``, ``"not sure"``),
+"normal"/"none" answers to "what is abnormal", picks from a list, generic findings ("abnormalities")
+when a specific one exists, and paraphrases (same polarity, >= 50 % shared content stems). At most
+``max_findings`` facts; whole facts are dropped (least important first) to stay under ``max_words``.
+Only when no turn fits a pattern is the first exchange stated as it is (``"Q? A."``).
 
 ``LlmSummarizer`` asks a language model (an OpenAI-compatible endpoint, or a Hugging Face causal LM
 id/path run with transformers) with a prompt file (``DEFAULT_LLM_PROMPT`` unless given), caches
@@ -42,6 +52,7 @@ __all__ = [
     "DEFAULT_LLM_PROMPT",
     "template_summary",
     "statement",
+    "Fact",
     "cap_words",
 ]
 
@@ -72,7 +83,7 @@ _MODALITIES = {
 }
 _DETAILS = {"t1": "T1-weighted", "t2": "T2-weighted", "flair": "FLAIR", "dwi": "diffusion-weighted", "adc": "ADC map",
             "contrast": "with contrast", "with contrast": "with contrast", "noncontrast": "without contrast"}
-_PLANES = {"axial": "axial", "transverse": "axial", "coronal": "coronal", "sagittal": "sagittal", "pa": "PA", "ap": "AP",
+_PLANES = {"axial": "axial", "transverse": "transverse", "coronal": "coronal", "sagittal": "sagittal", "pa": "PA", "ap": "AP",
            "lateral": "lateral", "oblique": "oblique", "posteroanterior": "PA", "anteroposterior": "AP"}
 _BE = {"is": "is", "are": "are", "was": "was", "were": "were", "is/are": "is"}
 _MODALS = {"can", "could", "will", "would", "should", "may", "might", "must"}
@@ -88,7 +99,8 @@ _PRED_START = {
     "asymmetric", "asymmetrical", "unilateral", "bilateral", "midline", "mobile", "homogeneous", "heterogeneous",
     "round", "irregular", "smooth", "large", "small", "big", "thick", "thin", "dilated", "wider", "narrow", "same",
     "similar", "different", "part", "one", "two", "there", "taken", "obtained", "able", "unable", "sufficient",
-    "enough", "adequate", "appropriate", "possible", "useful", "for",
+    "enough", "adequate", "appropriate", "possible", "useful", "for", "uniform", "patent", "higher", "lower", "greater",
+    "denser", "brighter", "darker", "clear", "intact", "free", "located", "midline",
 }
 _WHERE_PREPS = {"in", "on", "at", "within", "inside", "outside", "near", "above", "below", "behind", "under", "over",
                 "between", "along", "throughout", "around", "beside"}
@@ -103,9 +115,11 @@ _VERBS = {
     "affect", "look", "represent", "exhibit", "suggest", "indicate", "reveal", "belong", "lie", "occupy", "compress",
     "cause", "measure", "exist", "depict", "visualize", "be", "see", "help", "communicate", "originate", "arise",
     "deviate", "displace", "obstruct", "abut", "invade", "impinge", "surround", "enter", "reach", "follow", "use",
+    "receive", "undergo", "need", "require", "get",
 }
 _IRREGULAR_PAST = {"have": "had", "show": "showed", "see": "saw", "be": "was", "lie": "lay", "take": "took", "go": "went"}
-_PLURALS = {"feet", "teeth", "children", "women", "men", "data", "bilateral"}
+_PLURALS = {"feet", "teeth", "children", "women", "men", "data", "vertebrae", "bronchi", "sulci", "gyri", "ganglia", "foramina"}
+_SINGULARS = {"pancreas", "lens", "ascites", "diabetes", "series", "facies", "plexus", "corpus", "atlas", "pons", "iris"}
 _ORGANS = {"organ", "organs", "structure", "structures", "part", "side", "lobe", "bone", "bones", "vessel", "region", "area"}
 _WH = {"what", "which", "where", "how", "who", "why", "when"}
 _UNSURE = {"not sure", "unsure", "unknown", "cannot tell", "can't tell", "n/a", "none"}
@@ -193,9 +207,8 @@ def statement(turn: Turn) -> str | None:
         choice = _resolve_choice(q, a)
         if choice is not None:
             q, yn = choice, "yes"
-    if yn in ("yes", "no"):
-        return _yes_no_statement(_words(q), yn == "yes")
-    return _open_statement(_words(q), a)
+    text = _yes_no_statement(_words(q), yn == "yes") if yn in ("yes", "no") else _open_statement(_words(q), a)
+    return _soft_lower(text.split()[0]) + text[len(text.split()[0]):] if text else None
 
 
 def _yes_no_statement(words: list[str], yes: bool) -> str | None:
@@ -224,6 +237,8 @@ def _yes_no_statement(words: list[str], yes: bool) -> str | None:
         if not yes and subj[0].lower() == "any":  # "Are any of the ribs fractured?" no
             return f"none{' ' + ' '.join(subj[1:]) if len(subj) > 1 else ''} {be} {' '.join(pred)}"
         neg = "" if yes else " not"
+        if be in ("is", "are") and subj[0].lower() not in ("this", "that", "it", "these", "those"):
+            be = _be_for(" ".join(subj))  # "Are the kidney present?" -> "the kidney is present"
         return f"{' '.join(subj)} {be}{neg} {' '.join(pred)}"
     if aux in _DO or aux in _MODALS or aux in _HAVE:
         idx = next((i for i, w in enumerate(rest) if i > 0 and w.lower() in _VERBS), None)
@@ -247,14 +262,15 @@ def _plural(np: str) -> bool:
     words = re.sub(r"\([^)]*\)", "", np).replace(",", " , ").split()
     if not words:
         return False
-    if "," in words or "and" in [w.lower() for w in words]:
+    head = next((w for w in words if w.lower() in _WHERE_PREPS | {"of", "with", "as", "showing", "that", "which", "to", "from"}), None)
+    before = words[:words.index(head)] if head else words
+    if "," in before or "and" in [w.lower() for w in before]:  # "the heart and lungs"; not "evidence of fluid and fat"
         return True
-    head = next((w for w in words if w.lower() in _WHERE_PREPS | {"of", "with", "as", "showing"}), None)
     head_word = words[words.index(head) - 1] if head and words.index(head) > 0 else words[-1]
     h = head_word.lower()
     if re.fullmatch(r"\d+", words[0]) and words[0] != "1":
         return True
-    return (len(h) > 3 and h.endswith("s") and not h.endswith(("ss", "us", "is", "sis", "ous", "ics", "ys"))) or h in _PLURALS
+    return (len(h) > 3 and h.endswith("s") and not h.endswith(("ss", "us", "is", "ous", "ics")) and h not in _SINGULARS) or h in _PLURALS
 
 
 def _be_for(np: str) -> str:
@@ -262,14 +278,15 @@ def _be_for(np: str) -> str:
 
 
 def _np(answer: str) -> str:
-    """An answer as a noun phrase inside a sentence: 'Spleen' -> 'the spleen'? no, case only: 'spleen'."""
+    """An answer as a noun phrase inside a sentence: 'Spleen' -> 'spleen', 'MRI' stays."""
     return _phrase_lower(answer.strip().rstrip("."))
 
 
 def _the(np: str) -> str:
     """'pancreas' -> 'the pancreas'; phrases that start with a determiner, a number or a preposition stay."""
     first = np.split()[0].lower() if np.split() else ""
-    if first in _DETERMINERS | _WHERE_PREPS | {"no", "both", "all"} or first[:1].isdigit() or np[:1].isupper():
+    ordinal = re.fullmatch(r"\d+(st|nd|rd|th)", first)
+    if first in _DETERMINERS | _WHERE_PREPS | {"no", "both", "all"} or (first[:1].isdigit() and not ordinal) or np[:1].isupper():
         return np
     return "the " + np
 
@@ -281,6 +298,8 @@ def _open_statement(words: list[str], answer: str) -> str | None:
     ans = _np(answer)
     if not _answer_ok(answer):
         return None
+    if lw[:4] == ["what", "is", "the", "location"] and len(lw) > 5 and lw[4] == "of":  # "What is the location of the mass?"
+        return _location(words[5:], _be_for(" ".join(words[5:])), ans)
     if lw[0] in ("what", "which") and lw[1] in _BE and len(words) > 2:
         subject = words[2:]
         if lw[2] in _PRED_START or lw[2].endswith(("ed", "ing")):  # "What is enlarged?" spleen
@@ -291,29 +310,43 @@ def _open_statement(words: list[str], answer: str) -> str | None:
         return f"{' '.join(subject)} {_BE[lw[1]]} {ans}"
     if lw[0] == "where" and lw[1] in _BE and len(words) > 2:
         return _location([w for w in words[2:] if w.lower() != "located"], _BE[lw[1]], ans)
+    if lw[0] == "where" and lw[1] in ("does", "do") and len(words) > 3:  # "Where does the L renal vein connect to?" IVC
+        prep = lw[-1] if lw[-1] in _WHERE_PREPS | {"to", "into"} else None
+        verb_i = len(words) - (2 if prep else 1)
+        verb = words[verb_i] if lw[1] == "do" else _third_person(words[verb_i])
+        return f"{' '.join(words[2:verb_i])} {verb} {prep or 'in'} {_the(ans)}" if verb_i > 2 else None
     if lw[:2] == ["location", "of"] and len(words) > 2:
         return _location(words[2:], _be_for(" ".join(words[2:])), ans)
     if lw[:2] == ["how", "many"] and len(words) > 2:
         noun = []
         for w in words[2:]:
-            if w.lower() in _BE or w.lower() in _DO or w.lower() in {"can", "could", "in", "on", "of"}:
+            if w.lower() in _BE or w.lower() in _DO or w.lower() in {"can", "could", "in", "on", "have", "has"}:
                 break
             noun.append(w)
-        if not noun or not re.fullmatch(r"\d+", ans):
-            return None
+        if not noun or not re.fullmatch(r"\d+", ans) or (ans == "1" and _plural(" ".join(noun))):
+            return None  # '1' with a plural noun would need a singular the dialogue does not give
         return f"there {'is' if ans == '1' else 'are'} {'no' if ans == '0' else ans} {' '.join(noun)}"
+    if lw[0] == "how" and lw[1] in ("big", "large", "wide", "long") and len(lw) > 3 and lw[2] in _BE:  # "How big is the mass?"
+        return f"{' '.join(words[3:])} {_BE[lw[2]]} {ans}"
     if lw[0] in ("in", "on") and len(lw) > 3 and lw[1] in ("which", "what"):  # "In which lobe is the lesion (located)?"
         be_idx = next((i for i in range(2, len(lw)) if lw[i] in _BE), None)
         if be_idx is not None and be_idx + 1 < len(words):
             subj = [w for w in words[be_idx + 1:] if w.lower() not in ("located", "present", "seen", "found")]
             return f"{' '.join(subj)} {_BE[lw[be_idx]]} {lw[0]} {_the(ans)}" if subj else None
+    if lw[0] in ("what", "which") and lw[-1] in ("in", "on", "within") and len(words) > 4:
+        # "Which ventricle is the mass located in?"
+        be_idx = next((i for i in range(2, len(lw)) if lw[i] in _BE), None)
+        subj = [w for w in words[be_idx + 1:-1] if w.lower() not in _PRESENCE | {"located", "found"}] if be_idx else []
+        if subj:
+            side = ans.lower() in ("left", "right", "bilateral", "midline")
+            return _location(subj, _BE[lw[be_idx]], ans if side else f"{lw[-1]} {_the(ans)}")
     if lw[0] in ("what", "which") and len(words) > 3:
         be_idx = next((i for i in range(2, len(lw)) if lw[i] in _BE), None)
         if be_idx is not None and be_idx + 1 < len(words):
             rest = words[be_idx + 1:]
             if rest[0].lower() in _PRED_START or rest[0].lower().endswith("ed"):
                 return f"{_the(ans) if lw[1] in _ORGANS else ans} {_be_for(ans)} {' '.join(rest)}"
-            if lw[1] in ("color", "colour", "size", "shape", "density"):
+            if lw[1] in ("color", "colour", "size", "shape", "density", "big", "large", "wide", "long"):
                 return f"{' '.join(rest)} {_BE[lw[be_idx]]} {ans}"
         if lw[1] in _DO and len(words) > 3 and lw[-1] in _VERBS:  # "What does the hypodensity suggest?"
             return f"{' '.join(words[2:-1])} {_third_person(lw[-1]) if lw[1] == 'does' else lw[-1]} {ans}"
@@ -321,11 +354,13 @@ def _open_statement(words: list[str], answer: str) -> str | None:
     if wh is not None and lw[0] not in _WH and (lw[0] in _DETERMINERS or lw[0] == "there"):
         # A declarative question: "The calcification is located in what vessel?" -> put the answer in its place.
         end = wh + 2 if wh + 1 < len(lw) and lw[wh + 1] not in _BE else wh + 1
+        if end < len(lw) and (lw[end] == "of" or not set(lw[end:]) & (set(_BE) | set(_DO))):
+            end = len(lw)  # "... in which part of the pancreas?" the pancreatic head; "... for what lung pathology?"
         if end == len(lw) and wh + 1 < len(lw) and lw[wh + 1] in ("direction", "side"):
             lead = words[:wh - 1] if lw[wh - 1] in _WHERE_PREPS | {"to"} else words[:wh]
-            return " ".join(lead) + f" {'on' if lw[wh + 1] == 'side' else 'to'} {_the(ans)}"
+            return " ".join(lead) + (f" on {_the(ans)}" if lw[wh + 1] == "side" else f" {ans}")  # "deviated right"
         if end == len(lw):
-            return " ".join(words[:wh]) + f" {_the(ans)}"
+            return " ".join(words[:wh]) + f" {_the(ans) if lw[wh - 1] in _WHERE_PREPS else ans}"
     return None
 
 
@@ -338,6 +373,10 @@ def _location(subject: list[str], be: str, ans: str) -> str | None:
     if ans.lower() in ("left", "right", "bilateral", "midline", "diffuse"):
         prep = {"left": "on the ", "right": "on the ", "midline": "in the "}.get(ans.lower(), "")
     subject = [w for w in subject if w.lower() not in _PRESENCE]
+    split = _split_subject(subject)
+    participle = split and len(split[1]) == 1 and split[1][0].lower().endswith("ed") and split[0][-1].lower() not in _DETERMINERS
+    if participle:  # "Where is the hemidiaphragm elevated?"
+        return f"{' '.join(split[0])} {be} {split[1][0]} {prep}{ans}"
     return f"{' '.join(subject)} {be} {prep}{ans}" if subject else None
 
 
@@ -362,42 +401,57 @@ class Fact:
 
 _CONTEXT = re.compile(
     r"\s+(?:in|on|within|from)\s+(?:this|the|these)\s+(?:above\s+)?(?:image|images|film|scan|picture|study|radiograph|"
-    r"x-ray|xray|ct|mri|cut|section|slice|patient|exam|case)(?:\s+(?:shown|above))?\b", re.I)
-_PRESENCE = {"present", "seen", "visible", "noted", "identified", "evident", "shown", "visualized", "demonstrated", "observed"}
+    r"x-ray|xray|ct|mri|cut|section|slice|patient|exam|case)(?:\s+(?:scan|shown|above))?\b(?!['\w])", re.I)
+_PRESENCE = {"present", "seen", "visible", "noted", "identified", "evident", "shown", "visualized", "demonstrated", "observed",
+             "existing", "exist"}
+_GENERIC = {"abnormalities", "abnormality", "abnormal findings", "findings", "an abnormality", "any abnormalities", "lesions"}
 _FINDING_Q = re.compile(
     r"^(?:what|which)\s+(?:is|are)\s+(?:the\s+)?(?:abnormal(?:ity|ities)?|findings?|pathology|wrong)\b|"
-    r"^(?:what|which)\s+(?:abnormal(?:ity|ities)|pathology|patholog(?:y|ies)|findings?|lesions?)\s+(?:is|are|does|do)\b|"
+    r"^(?:what|which)\s+(?:abnormal(?:ity|ities)|pathology|patholog(?:y|ies)|findings?|lesions?|diseases?)\s+(?:is|are|does|do)\b|"
     r"^what\s+(?:is|are)\s+(?:seen|shown|present|visible)\b", re.I)
 _TYPE_Q = re.compile(r"^(?:what|which)\s+(?:type|types|kind|kinds|sort)\s+of\s+(.+?)\s+(?:is|are|was|were)\s+"
                      r"(?:seen|shown|present|visible|noted|depicted|demonstrated|found|displayed)\b", re.I)
 _SPECULATIVE = re.compile(r"\b(you|we|i|would|will|should|might|may|could|likely|probabl[ey]|possible|why|how)\b", re.I)
+_KNOWLEDGE_Q = re.compile(r"\b(effect of|function of|treat|treatment|prevent|symptoms?|causes? of|differential)\b", re.I)
 _OVERVIEW_Q = re.compile(r"\b(modality|plane|organ system|which organ|what organ|part of the body|body part|type of imag|"
                          r"kind of imag|imaging technique|how was this|type of mri|weighting|sequence|taken with|view)\b", re.I)
 _OVERVIEW_WORDS = set(_MODALITIES) | set(_PLANES) | set(_DETAILS) | {"this", "image", "scan", "film", "study", "an", "a", "the",
                                                                        "taken", "is", "not", "view", "plane", "section", "cut"}
 
 
-def _fact(turn: Turn) -> Fact | None:
+def _fact(turn: Turn) -> Fact | list[Fact] | None:
     """The fact of one turn (see the module docstring), or None when the turn fits no pattern or is speculative."""
-    q = _CONTEXT.sub("", re.sub(r"\s+", " ", turn.question.strip()).rstrip(" ?."))
+    q = _CONTEXT.sub("", re.sub(r"\s+", " ", turn.question.replace('"', "").strip()).rstrip(" ?."))
     a = turn.answer.strip().rstrip(".")
     al = a.lower()
-    if _SPECULATIVE.search(q) and not re.match(r"(?i)^how many\b", q):
+    if "?" in q or _KNOWLEDGE_Q.search(q) or ("," in q and al not in ("yes", "no")):
+        return None  # two questions in one, a textbook question, a pick from a list ("smallest, rectum, small bowel or bladder")
+    if _SPECULATIVE.search(q) and not re.match(r"(?i)^how (many|big|large|wide|long)\b", q):
         return None
     if al not in ("yes", "no") and _OVERVIEW_Q.search(q):
         return None  # a modality/plane/organ question: the overview sentence states it (or it did not fit one)
     if al not in ("yes", "no") and _resolve_choice(q, a) is None:
+        if re.match(r"^(there (is|are)|the \w+( \w+)? (is|are)) \w+", al) and len(al.split()) <= 14:
+            return Fact("clause", _soft_lower(a.split()[0]) + a[len(a.split()[0]):])  # the answer is a sentence already
         if not _answer_ok(a):
             return None
         if al in _NORMAL_ANSWERS and _FINDING_Q.search(q):
             return None
         if _FINDING_Q.search(q):
-            return Fact("present", _np(a))
+            about = re.search(r"\b(?:about|with|in|of)\s+((?:the|this|these)\s+.+)$", q, re.I)
+            if len(al.split()) == 1 and al.endswith(("ed", "al", "ic", "ous", "ive")):
+                # an adjective: "What is abnormal about the pancreas?" enlarged
+                return Fact("clause", f"{_phrase_lower(about.group(1))} {_be_for(about.group(1))} {al}") if about else None
+            return [Fact("present", _np(x)) for x in a.split(", ") if x.strip()]  # "Brain Edema, Brain Tumor": two findings
         m = _TYPE_Q.match(q)
         if m:
             kind = _CONTEXT.sub("", m.group(1))
             head = kind.split()[-1].lower()
             return Fact("present", _np(a) if head.rstrip("s") in al else f"{_np(a)} {_phrase_lower(kind)}")
+    m = re.match(r"(?i)^(?:does|do|is|are) there (?:seem|appear)s? to be (an? |any )?(.+)$", q)
+    if m and al in ("yes", "no"):  # "Does there seem to be a mass effect?"
+        article = m.group(1) if al == "yes" and m.group(1) and m.group(1).lower() != "any " else ""
+        return Fact("present" if al == "yes" else "absent", article + m.group(2))
     w = _words(q)
     lw = [x.lower() for x in w]
     if al in ("yes", "no") and len(w) > 2 and lw[0] in _BE:
@@ -414,20 +468,23 @@ def _fact(turn: Turn) -> Fact | None:
             np = [x for j, x in enumerate(np) if not (x.lower() in _PRESENCE and j + 1 < len(np) and np[j + 1].lower() in _WHERE_PREPS)]
             if np and np[0].lower() not in ("anything", "something"):
                 return Fact("present" if yes else "absent", re.sub(r"\s+as well$", "", " ".join(np)))
-        elif lw[-1] in _PRESENCE and lw[1] not in _DETERMINERS | {"it"} and len(w) > 2:  # "Is lymphadenopathy present?"
-            return Fact("present" if yes else "absent", " ".join(w[1:-1]))
+        elif lw[-1] in _PRESENCE and (lw[1] == "any" or lw[1] not in _DETERMINERS | {"it"}):  # "Is lymphadenopathy present?"
+            np = w[2:-1] if lw[1] == "any" else w[1:-1]
+            return Fact("present" if yes else "absent", " ".join(np)) if np else None
+        if lw[1] in ("anything", "something"):  # "Is anything not normal?" no: a double negative, better left out
+            return None
         if set(lw[1:]) <= _OVERVIEW_WORDS | _REGIONS:  # "Is this an MRI?" no: the overview says what it is
             return None
     text = statement(Turn(q, a))
-    if not text:
+    if not text or re.search(r"\bany\b", text, re.I):  # "any of the organs belong to ...": no statement says which
         return None
-    text = _soft_lower(text.split()[0]) + text[len(text.split()[0]):]
     return Fact("clause", text, negative=bool(re.search(r"\b(not|no|none|nothing)\b", text)))
 
 
 def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
     """The overview sentence and the indexes of the turns it used."""
     modality = plane = region = None
+    region_rank, region_turn = 2, -1
     details: list[str] = []
     used: set[int] = set()
     for i, t in enumerate(turns):
@@ -458,7 +515,7 @@ def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
                 modality = next(_MODALITIES[w] for w in tokens if w in _MODALITIES)
                 details += [_DETAILS[w] for w in tokens if w in _DETAILS]
                 used.add(i)
-            elif modality is None and any(w in _MODALITIES for w in al.replace("-", " ").split()):
+            elif modality is None and (any(w in _MODALITIES for w in al.replace("-", " ").split()) or re.search(r"x-?ray", al)):
                 modality = a if not a[:1].isupper() or a.isupper() or "-" in a.split()[0] else _phrase_lower(a)
                 used.add(i)
             elif al in _DETAILS:
@@ -467,13 +524,18 @@ def _overview(turns: Sequence[Turn]) -> tuple[str | None, set[int]]:
         elif any(k in q for k in ("weight", "sequence", "contrast")) and al in _DETAILS:
             details.append(_DETAILS[al])
             used.add(i)
-        elif any(k in q for k in ("plane", "view", "orientation", "projection")) and al in _PLANES:
+        elif any(k in q for k in ("plane", "view", "orientation", "projection")) and re.sub(r" (plane|view|section)$", "", al) in _PLANES:
+            al = re.sub(r" (plane|view|section)$", "", al)  # SLAKE: "Transverse Plane"
             if plane is None:
                 plane = _PLANES[al]
                 used.add(i)
         elif re.search(r"(part of the body|body part|organ system|which organ|what organ|region|area of the body|location of the body|what part)", q) and " not " not in q:
-            if region is None and len(al.split()) <= 4:
-                region = _phrase_lower(a.rstrip("."))
+            # "Which part of the body ..." beats "What organ is the gray part ...?" (an organ, not the region imaged)
+            rank = 1 if re.search(r"(which|what) organ (?!system)", q) else 0
+            if (region is None or rank < region_rank) and len(al.split()) <= 4:
+                if region is not None:
+                    used.discard(region_turn)
+                region, region_rank, region_turn = _phrase_lower(a.rstrip(".")), rank, i
                 used.add(i)
     if modality is None and any(d.split("-")[0].lower() in _MRI_DETAILS or d in ("FLAIR", "diffusion-weighted", "ADC map") for d in details):
         modality = "MRI"
@@ -512,13 +574,14 @@ def _facts(turns: Sequence[Turn], skip: set[int]) -> list[Fact]:
     absent, negative clauses; within a group, in dialogue order."""
     kept: list[tuple[str, Fact]] = []
     for i, t in enumerate(turns):
-        f = None if i in skip else _fact(t)
-        if f is None:
-            continue
-        key = f"no {f.text}" if f.kind == "absent" else f"there is {f.text}" if f.kind == "present" else f.text
-        if not any(_similar(key, k) for k, _ in kept):
-            kept.append((key, f))
+        found = None if i in skip else _fact(t)
+        for f in found if isinstance(found, list) else [found] if found else []:
+            key = f"no {f.text}" if f.kind == "absent" else f"there is {f.text}" if f.kind == "present" else f.text
+            if not any(_similar(key, k) for k, _ in kept):
+                kept.append((key, f))
     facts = [f for _, f in kept]
+    if any(f.kind == "present" and f.text.lower() not in _GENERIC for f in facts):  # "abnormalities" says less than "cardiomegaly"
+        facts = [f for f in facts if not (f.kind == "present" and f.text.lower() in _GENERIC)]
     # A finding that another fact already names ("nephroblastomatosis" beside "the hypodensity ... is nephroblastomatosis").
     facts = [f for f in facts if not any(g is not f and f.kind == "present" and f.text.lower() in g.text.lower() for g in facts)]
     rank = {("present", False): 0, ("clause", False): 1, ("absent", False): 2, ("clause", True): 3}
@@ -550,12 +613,13 @@ def template_summary(turns: Sequence[Turn], max_findings: int = 4, max_words: in
         if len(text.split()) <= max_words or len(facts) <= 1:
             break
         facts = facts[:-1]  # drop the least important finding rather than cut a sentence
-    if not text:
-        answers = [_np(t.answer) for t in turns if t.answer.strip().lower() not in ("yes", "no") and _answer_ok(t.answer)]
-        if answers:
-            text = _sentence_case("findings include " + ", ".join(dict.fromkeys(answers[:3]))) + "."
-        elif turns:  # only yes/no answers that fit no pattern: state the first exchange as it is
-            text = f"{turns[0].question.strip().rstrip('?')}? {_sentence_case(turns[0].answer.strip())}."
+    if not text:  # nothing fits a fact pattern: the first exchange that reads as a statement, else as it is
+        clause = next((c for c in (statement(t) for t in turns) if c), None) or next(
+            (f"findings include {_np(t.answer)}" for t in turns if _answer_ok(t.answer)
+             and re.search(r"(?i)\b(finding|sign|term|patholog|abnormal|diagnos|condition)", t.question)), None)
+        text = (_sentence_case(clause) + ".") if clause else \
+            f"{turns[0].question.strip().rstrip('?. ')}? {_sentence_case(turns[0].answer.strip().rstrip('?.'))}." if turns else ""
+    text = re.sub(r"\b(\w+) \1\b", r"\1", text, flags=re.I)  # "the GI tract is is highlighted"
     return cap_words(text, max_words)
 
 

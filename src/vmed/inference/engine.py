@@ -270,6 +270,7 @@ class Engine:
             **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if sampling else {}),
         )
         stop = StopOnStrings(self.tokenizer, params.stop, width, cancel)
+        criteria = StoppingCriteriaList([stop] if params.stop or cancel is not None else [])
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if pixel_values is not None:
             kwargs["pixel_values"] = pixel_values
@@ -277,7 +278,7 @@ class Engine:
             kwargs[_CACHE_KWARG] = cache
         with self._lock, torch.inference_mode(), self._seeded(params):
             out = self.model.generate(
-                **kwargs, generation_config=config, stopping_criteria=StoppingCriteriaList([stop]), streamer=streamer,
+                **kwargs, generation_config=config, stopping_criteria=criteria, streamer=streamer,
             )
         generated = out.sequences[:, width:].tolist()
         rows = [

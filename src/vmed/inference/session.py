@@ -111,7 +111,11 @@ class ChatSession:
                 streamer: TokenQueue | None = None, cancel: threading.Event | None = None) -> GenResult:
         reused = self._reuse(prompt)
         pv = self._pixel_values if reused == 0 else None
-        rows, cache = self.engine.run([prompt], pv, params, cache=self._cache if reused else None, streamer=streamer, cancel=cancel)
+        try:
+            rows, cache = self.engine.run([prompt], pv, params, cache=self._cache if reused else None, streamer=streamer, cancel=cancel)
+        except BaseException:  # generate may have grown the cache part-way: it no longer matches its ids
+            self._drop_cache()
+            raise
         row = rows[0]
         if self.use_cache:
             self._cache, self._cache_ids = cache, (prompt + row.generated)[: cache.get_seq_length()]

@@ -7,6 +7,7 @@ Layout of a run directory (``output_dir`` of one stage)::
     README.md                a short model card
     projector.safetensors    the projector's weights (keys relative to multi_modal_projector)
     adapter/                 the stage's LoRA adapter (PEFT format; stages 2 and 3)
+    weights.safetensors      trained weights other than projector and LoRA (only with policy.llm=full / vision=train)
     merged_adapters/00/ ...  adapters of earlier stages to merge into the base first, in order (stage 3, merge mode)
     tokenizer*, processor_config.json, chat_template.*   the processor
     checkpoints/checkpoint-N/   Trainer checkpoints (trainable weights, optimizer, scheduler, RNG, data position)
@@ -32,6 +33,7 @@ from vmed.errors import ConfigError
 __all__ = [
     "MANIFEST_NAME",
     "PROJECTOR_FILE",
+    "WEIGHTS_FILE",
     "ADAPTER_DIR",
     "MERGED_DIR",
     "base_spec",
@@ -44,6 +46,8 @@ __all__ = [
     "git_revision",
     "sha256_file",
     "load_run",
+    "assemble_run",
+    "save_trained_weights",
     "save_projector",
     "load_projector",
     "write_model_card",
@@ -51,6 +55,7 @@ __all__ = [
 
 MANIFEST_NAME = "run_manifest.json"
 PROJECTOR_FILE = "projector.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged_adapters"
 
@@ -100,7 +105,7 @@ def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
     elif kind == "path":
         if not Path(base["path"]).is_dir():
             raise ConfigError(f"base model directory not found: {base['path']} (model.path)")
-        model, processor = vm.load_model(base["path"])
+        model, processor = vm.load_model(base["path"], dtype=dtype)
     elif kind == "ids":
         model, processor = vm.build_model(base["vision"], base["lm"], dtype=dtype, seed=base.get("seed", 0))
     else:
@@ -212,17 +217,68 @@ def load_projector(model: Any, path: str | os.PathLike) -> None:
     projector.load_state_dict({k: v.to(ref.dtype) for k, v in sd.items()}, strict=True)
 
 
+def save_trained_weights(model: Any, path: str | os.PathLike, state_dict: dict[str, Any] | None = None) -> bool:
+    """Save trainable weights that are neither projector nor LoRA (``policy.llm=full`` / ``policy.vision=train``),
+    with plain LLaVA names. Returns False (and writes nothing) when there are none."""
+    from safetensors.torch import save_file
+
+    from vmed.training.policy import part_of
+
+    names = {n for n, p in model.named_parameters() if p.requires_grad and part_of(n) in ("vision", "llm")}
+    if not names:
+        return False
+    sd = state_dict if state_dict is not None else model.state_dict()
+    out = {_plain_name(k): v.detach().cpu().contiguous() for k, v in sd.items() if k in names}
+    save_file(out, str(path))
+    return True
+
+
+def _plain_name(name: str) -> str:
+    """A parameter name of a PeftModel as the wrapped LLaVA model names it."""
+    if name.startswith("base_model.model."):
+        name = name[len("base_model.model."):]
+    return name.replace(".base_layer.", ".")
+
+
+def assemble_run(model: Any, run_dir: str | os.PathLike, manifest: dict[str, Any], *, last_adapter: str) -> tuple[Any, list[Path]]:
+    """Put a run's weights onto its rebuilt base: projector -> merged adapters -> trained weights -> adapter.
+
+    ``last_adapter``: "merge" (merge the run's own adapter too), "trainable" (keep it as a trainable PEFT adapter)
+    or "frozen". Returns the model and the adapter directories merged into it, in order.
+    """
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    load_projector(model, run_dir / manifest.get("projector", PROJECTOR_FILE))
+    merged = [run_dir / rel for rel in manifest.get("merged_adapters", [])]
+    for adapter in merged:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if manifest.get("weights"):
+        trained = load_file(str(run_dir / manifest["weights"]))
+        missing = model.load_state_dict(trained, strict=False)
+        if missing.unexpected_keys:
+            raise ConfigError(f"{run_dir / manifest['weights']}: weights {missing.unexpected_keys[:3]} are not in the base model")
+    if manifest.get("adapter"):
+        adapter = run_dir / manifest["adapter"]
+        if last_adapter == "merge":
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            merged.append(adapter)
+        else:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=last_adapter == "trainable")
+    return model, merged
+
+
 def load_run(
     run_dir: str | os.PathLike, *, dtype: Any = None, device: Any = None, merge: bool = False, trainable: bool = False
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Rebuild the model a run directory describes: base -> projector -> merged adapters -> adapter.
+    """Rebuild the model a run directory describes: base -> projector -> merged adapters -> trained weights -> adapter.
 
     Returns ``(model, processor, manifest)``. The model is a PeftModel when the run has an adapter and
     ``merge`` is False (``trainable`` makes that adapter trainable, to continue it); with ``merge`` every
     adapter is merged and a plain LlavaForConditionalGeneration is returned. Raises ConfigError when the
     rebuilt base's fingerprint differs from the manifest's.
     """
-    from peft import PeftModel
     from transformers import AutoProcessor
 
     run_dir = Path(run_dir)
@@ -237,13 +293,7 @@ def load_run(
             "(weight fingerprints differ); the base's files or its seed changed"
         )
     processor = AutoProcessor.from_pretrained(str(run_dir))
-    load_projector(model, run_dir / PROJECTOR_FILE)
-    for rel in manifest.get("merged_adapters", []):
-        model = PeftModel.from_pretrained(model, str(run_dir / rel)).merge_and_unload()
-    if manifest.get("adapter"):
-        model = PeftModel.from_pretrained(model, str(run_dir / manifest["adapter"]), is_trainable=trainable)
-        if merge:
-            model = model.merge_and_unload()
+    model, _ = assemble_run(model, run_dir, manifest, last_adapter="merge" if merge else ("trainable" if trainable else "frozen"))
     if device is not None:
         model = model.to(device)
     return model, processor, manifest

@@ -91,10 +91,24 @@ def check_input(cfg: TrainConfig) -> dict[str, Any] | None:
 
 
 def _dtype(cfg: TrainConfig) -> Any:
+    """dtype of the frozen base weights: bf16/fp16 on a GPU under that precision (an 8B base in fp32 needs 32 GB),
+    else float32. Trainable parameters are kept in float32 either way (see ``_trainable_to_fp32``)."""
     import torch
 
-    # weights stay fp32 under mixed precision on CPU; a 4-bit base computes in bf16
-    return torch.bfloat16 if cfg.runtime.quantization == "4bit" else None
+    if not torch.cuda.is_available():
+        return None
+    if cfg.runtime.quantization == "4bit":
+        return torch.bfloat16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.runtime.precision)
+
+
+def _trainable_to_fp32(model: Any) -> None:
+    """Mixed precision keeps what trains in float32 (autocast computes in bf16/fp16); frozen weights stay as loaded."""
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[Any, Any, dict[str, Any], list[Path]]:
@@ -103,9 +117,7 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
     Stage 1: the base. Stage 2: base + stage-1 projector. Stage 3: base + stage-2 projector with the
     stage-2 adapter merged (``lora.previous=merge``) or loaded trainable (``continue``).
     """
-    from peft import PeftModel
-
-    from vmed.training.runs import ADAPTER_DIR, PROJECTOR_FILE, base_spec, build_base, fingerprint, load_projector
+    from vmed.training.runs import assemble_run, base_spec, build_base, fingerprint
 
     if parent is None:
         base = base_spec(cfg.model)
@@ -121,18 +133,8 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
             f"{base.get('preset') or base.get('path') or base.get('lm')}) differs from the one that run used "
             "(weight fingerprints differ); the base's files or seed changed since"
         )
-    src = Path(cfg.init_from)
-    load_projector(model, src / PROJECTOR_FILE)
-    merged = [src / rel for rel in parent.get("merged_adapters", [])]
-    for adapter in merged:
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    if parent.get("adapter"):
-        adapter = src / parent["adapter"]
-        if cfg.lora.previous == "merge":
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-            merged.append(adapter)
-        else:
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    last = "merge" if cfg.lora.previous == "merge" else "trainable"
+    model, merged = assemble_run(model, Path(cfg.init_from), parent, last_adapter=last)
     return model, processor, base, merged
 
 
@@ -194,9 +196,11 @@ def run_stage(cfg: TrainConfig) -> StageResult:
         ADAPTER_DIR,
         MERGED_DIR,
         PROJECTOR_FILE,
+        WEIGHTS_FILE,
         git_revision,
         library_versions,
         save_projector,
+        save_trained_weights,
         write_manifest,
         write_model_card,
     )
@@ -209,12 +213,17 @@ def run_stage(cfg: TrainConfig) -> StageResult:
     set_seed(cfg.runtime.seed)
 
     model, processor, base, merged = build_stage_model(cfg, parent)
+    if cfg.runtime.quantization == "4bit":
+        from vmed.training.quantize import quantize_lm_4bit
+
+        model = quantize_lm_4bit(model.to("cuda"))
     if cfg.runtime.attn_implementation != "sdpa" and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(cfg.runtime.attn_implementation)
     if _is_main_process():
         write_manifest(cfg.output_dir, {"format": "vmed-run/1", "status": "running", "stage": cfg.stage, "base": base,
                                         "config": to_dict(cfg)})
     model = apply_policy(model, cfg.policy, cfg.lora)
+    _trainable_to_fp32(model)
     if cfg.runtime.gradient_checkpointing and cfg.policy.llm != "full":
         model.enable_input_require_grads()
     counts = count_parameters(model)
@@ -276,6 +285,7 @@ def run_stage(cfg: TrainConfig) -> StageResult:
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     save_projector(unwrapped, out / PROJECTOR_FILE, state_dict)
     processor.save_pretrained(str(out))
+    weights_rel = WEIGHTS_FILE if save_trained_weights(unwrapped, out / WEIGHTS_FILE, state_dict) else None
     adapter_rel = None
     if hasattr(unwrapped, "peft_config"):
         adapter_rel = ADAPTER_DIR
@@ -296,6 +306,7 @@ def run_stage(cfg: TrainConfig) -> StageResult:
         "parent": None if parent is None else {"run_dir": str(Path(cfg.init_from).resolve()), "stage": parent["stage"]},
         "projector": PROJECTOR_FILE,
         "adapter": adapter_rel,
+        "weights": weights_rel,
         "merged_adapters": merged_rel,
         "policy": to_dict(cfg.policy),
         "parameters": {k: {"total": v.total, "trainable": v.trainable} for k, v in counts.items()},
