@@ -81,7 +81,8 @@ def test_vqa_rad_image_disjoint(vqa_rad):
 
 def test_vqa_rad_summaries_use_only_dialogue_words(vqa_rad):
     glue = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted",
-            "with", "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw", "lay", "took", "went", "none", "nothing", "something"}
+            "with", "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw", "lay", "took", "went", "none", "nothing", "something",
+            "seen", "or", "and", "a"}
     _, out = vqa_rad["keep"]
     for d in read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl"):
         text = " ".join(f"{t.question} {t.answer}" for t in d.turns)

@@ -72,7 +72,7 @@ def test_template_note_reads_like_the_example():
         Turn("Is the liver visible?", "Yes", "closed", "PRES"),
         Turn("Is there a kidney?", "no", "closed", "PRES"),
     ]
-    assert template_summary(turns) == "Axial MRI of the abdomen (T2-weighted). The liver is visible; there is no kidney."
+    assert template_summary(turns) == "Axial MRI of the abdomen (T2-weighted). The liver is visible; no kidney is seen."
 
 
 T = Turn
@@ -84,7 +84,15 @@ T = Turn
         pytest.param([T("Is there a left apical pneumothorax?", "yes"), T("Is this an X-ray?", "yes"), T("Is this a CT?", "no")],
                      "X-ray. There is a left apical pneumothorax.", id="positive-finding-and-overview-from-yes-no"),
         pytest.param([T("Is there a fracture?", "no"), T("Is there any effusion?", "No"), T("Is lymphadenopathy present?", "No")],
-                     "There is no fracture, no effusion, no lymphadenopathy.", id="negatives-merged"),
+                     "No fracture, effusion or lymphadenopathy is seen.", id="negatives-merged"),
+        pytest.param([T("Is there a fracture?", "no"), T("Is there an effusion?", "no")], "No fracture or effusion is seen.",
+                     id="two-negatives-joined-by-or"),
+        pytest.param([T("Is there a fracture?", "no"), T("Are there any effusions?", "no")], "No fracture or effusions are seen.",
+                     id="negatives-verb-agrees-with-the-nearest"),
+        pytest.param([T("Is there a chest tube placed?", "No"), T("Is there a skull fracture pictured?", "no"),
+                      T("Are abdominal fat pads prominently visualized?", "No")],
+                     "No skull fracture is seen; there is no chest tube placed; abdominal fat pads are not prominently visualized.",
+                     id="negatives-with-a-participle-or-adverb-stay-statements"),
         pytest.param([T("What abnormalities are included in the picture?", "Cardiomegaly")], "There is cardiomegaly.",
                      id="what-is-abnormal-answer-is-the-finding"),
         pytest.param([T("What type of distributions is seen on this image?", "Micronodular")],
@@ -92,7 +100,9 @@ T = Turn
         pytest.param([T("What is abnormal about the pancreas?", "Enlarged")], "The pancreas is enlarged.",
                      id="adjective-answer-about-an-organ"),
         pytest.param([T("What type of thrombosis is shown?", "basilar artery thrombosis"), T("Is there mass effect?", "yes")],
-                     "Findings include basilar artery thrombosis, mass effect.", id="several-positives-listed"),
+                     "Findings include basilar artery thrombosis and mass effect.", id="two-positives-listed"),
+        pytest.param([T("Is there a mass?", "yes"), T("Is there atelectasis?", "yes"), T("Is there an effusion?", "yes")],
+                     "Findings include a mass, atelectasis and an effusion.", id="three-positives-listed"),
         pytest.param([T("Where is the mass located?", "Right lower lobe"), T("Where are the infarcts?", "bilateral"),
                       T("In which lobe is the lesion?", "Left occipital lobe")],
                      "The mass is in the right lower lobe; the infarcts are bilateral; the lesion is in the left occipital lobe.",
@@ -107,10 +117,10 @@ T = Turn
                       T("Are the kidneys enlarged?", "no")],
                      "MRI (T2-weighted). The kidney is present; the kidneys are not enlarged.", id="modality-answer-and-agreement"),
         pytest.param([T("Is there tracheal deviation?", "no"), T("Is there deviation of the trachea?", "no"),
-                      T("Are any fractures present?", "No")], "There is no tracheal deviation, no fractures.",
+                      T("Are any fractures present?", "No")], "No tracheal deviation or fractures are seen.",
                      id="paraphrases-dropped"),
         pytest.param([T("How was this image taken?", "X-ray"), T("What imaging modality is seen?", "X-ray"),
-                      T("Is there a pneumothorax present?", "No")], "X-ray. There is no pneumothorax.",
+                      T("Is there a pneumothorax present?", "No")], "X-ray. No pneumothorax is seen.",
                      id="overview-questions-not-repeated"),
         pytest.param([T("What is highlighted by contrast?", "GI tract is")], "GI tract is highlighted by contrast.",
                      id="doubled-word-collapsed"),
@@ -122,7 +132,7 @@ T = Turn
                      id="location-questions-in-other-shapes"),
         pytest.param([T("What diseases are included in the picture?", "Brain Edema, Brain Tumor"),
                       T("Are there abnormalities?", "yes"), T("Do any of the organs belong to the urinary system?", "Yes")],
-                     "Findings include brain edema, brain tumor.", id="answer-lists-split-generic-and-any-dropped"),
+                     "Findings include brain edema and brain tumor.", id="answer-lists-split-generic-and-any-dropped"),
         pytest.param([T("Which is the smallest in this image, rectum, small bowel or bladder?", "Rectum"),
                       T("What is the effect of the gray organ?", "Store feces"), T("Where is the bladder?", "Center")],
                      "The bladder is in the center.", id="picks-from-lists-and-textbook-questions-left-out"),
@@ -153,7 +163,7 @@ def _words(text):
 
 GLUE = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted", "with",
         "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw",
-        "lay", "took", "went", "none", "nothing", "something"}
+        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a"}
 
 
 def _extra_words(d):

@@ -1,0 +1,87 @@
+"""How the LLM summarizer reaches a language model: the default prompt and two backends.
+
+A backend is a callable ``(prompt, max_tokens) -> text``: ``OpenAIBackend`` posts to an OpenAI-compatible
+chat-completions endpoint (vLLM, llama.cpp server, ``vmed serve``, OpenAI); ``HFBackend`` runs a Hugging Face
+causal LM (hub id or local path) with transformers, greedy. ``LlmSummarizer`` in ``vmed.data.summaries``
+fills the prompt with ``dialogue_text``, caches the answers and falls back to the template.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from vmed.data.schema import Turn
+from vmed.errors import UserInputError
+
+__all__ = ["DEFAULT_LLM_PROMPT", "OpenAIBackend", "HFBackend", "dialogue_text"]
+
+DEFAULT_LLM_PROMPT = """You are a radiologist writing a short note about one medical image.
+Below are questions a clinician asked about the image and the answers that were confirmed.
+Write one or two fluent sentences, like a clinician's note, that state what these answers establish.
+Use only facts from the answers; do not add diagnoses, measurements or advice that are not there.
+Do not list the questions. At most {max_words} words.
+
+{dialogue}
+
+Note:"""
+"""The default prompt; a prompt file replaces it. ``{dialogue}`` and ``{max_words}`` are filled in."""
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, vmed serve, OpenAI)."""
+
+    def __init__(self, url: str, model: str, timeout: float = 60.0, api_key: str | None = None):
+        import httpx
+
+        base = url.rstrip("/")
+        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.model = model
+        key = api_key or os.environ.get("VMED_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    def __call__(self, prompt: str, max_tokens: int) -> str:
+        import httpx
+
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": max_tokens}
+        try:
+            r = self._client.post(self.url, json=body)
+        except httpx.TransportError as e:
+            raise UserInputError(f"--llm-url {self.url}: cannot reach the endpoint ({e}). Start the server or fix the URL; "
+                                 "summaries made so far are cached and reused on the next run.") from None
+        r.raise_for_status()
+        data = r.json()
+        try:
+            return str(data["choices"][0]["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError):
+            return ""
+
+
+class HFBackend:
+    """A Hugging Face causal LM (hub id or local path), greedy decoding with its chat template."""
+
+    def __init__(self, model: str):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_name = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForCausalLM.from_pretrained(model)
+        self.model.eval()
+
+    def __call__(self, prompt: str, max_tokens: int) -> str:
+        import torch
+
+        tok = self.tokenizer
+        if tok.chat_template:
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)["input_ids"]
+        else:
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def dialogue_text(turns: Sequence[Turn]) -> str:
+    """The dialogue as the prompt shows it: one ``Q: ... / A: ...`` pair per line."""
+    return "\n".join(f"Q: {t.question}\nA: {t.answer}" for t in turns)
