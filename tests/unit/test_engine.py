@@ -220,3 +220,28 @@ def test_threads_share_one_engine(engine):
     for t in threads:
         t.join()
     assert [got[i] for i in range(4)] == expected
+
+
+def test_stop_helpers():
+    from vmed.inference.streaming import _held_back, find_stop
+
+    assert find_stop("abcXYdefde", ["de", "XY"]) == 3
+    assert find_stop("abc", ["zz"]) is None
+    assert _held_back("hello wor", ["world"]) == 3  # "wor" may become "world"
+    assert _held_back("hello w", ["world", "wx"]) == 1
+    assert _held_back("abc\ufffd", []) == 1  # half a UTF-8 character waits for its other bytes
+    assert _held_back("abc", ["zz"]) == 0
+
+
+def test_finish_row_cuts_at_end_of_turn(engine):
+    from vmed.inference.streaming import finish_row
+
+    tok = engine.tokenizer
+    hello = tok("hello there", add_special_tokens=False)["input_ids"]
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    row = finish_row(tok, hello + [eot, 7, 7], engine.eos_ids, [], max_new_tokens=20)
+    assert (row.text, row.ids, row.closed, row.finish_reason) == ("hello there", hello + [eot], True, "stop")
+    row = finish_row(tok, hello, engine.eos_ids, [], max_new_tokens=len(hello))
+    assert (row.text, row.closed, row.finish_reason) == ("hello there", False, "length")
+    row = finish_row(tok, hello, engine.eos_ids, ["the"], max_new_tokens=len(hello))
+    assert (row.text, row.cut_by_stop_string, row.finish_reason) == ("hello ", True, "stop")

@@ -36,7 +36,7 @@ def find_stop(text: str, stops: Sequence[str]) -> int | None:
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters of ``text`` must wait: a possible stop-string start or a partial character."""
-    hold = 1 if text.endswith("\ufffd") else 0
+    hold = len(text) - len(text.rstrip("\ufffd"))
     for s in stops:
         for k in range(min(len(s) - 1, len(text)), hold, -1):
             if s.startswith(text[-k:]):
