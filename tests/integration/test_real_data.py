@@ -1,6 +1,6 @@
 """Conversion of the real data in ../shared/data: VQA-RAD (MEVF form, with images) and SLAKE (annotations only).
 
-The expected numbers were counted from the raw JSON files (see docs/readme/data-formats.md):
+The expected numbers were counted from the raw JSON files (see docs/data-formats.md):
 VQA-RAD train 3,064 rows (1,267 frame), test 451; 203 test images also in train (202 outside the
 frame rows). SLAKE train 9,835 rows (4,919 English; qid 1622 has an empty answer), validation 2,099.
 """

@@ -1,5 +1,5 @@
 """``vmed eval run | score | compare``: turn-by-turn evaluation, scoring of any predictions file, and
-side-by-side comparison with paired bootstrap differences (see docs/readme/evaluation.md)."""
+side-by-side comparison with paired bootstrap differences (see docs/evaluation.md)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ Design goals, in order:
 
 Dialogue turns are asked in a fixed kind order (modality, organ, presence, count, side, size,
 brightness) so that an earlier question's presence never gives away a later closed answer.
-Run ``vmed data phantom --output DIR --n 1000 --seed 0`` (see docs/readme/phantoms.md).
+Run ``vmed data phantom --output DIR --n 1000 --seed 0`` (see docs/phantoms.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 * ``compare.compare_dirs(a, b)`` gives per-metric differences with paired bootstrap intervals.
 * ``metrics.*``: the rules as pure functions (``normalize``, ``closed``, ``open``, ``captions``, ``bootstrap``).
 
-See docs/readme/evaluation.md.
+See docs/evaluation.md.
 """
 
 from vmed.evaluation.compare import compare_dirs, format_comparison

@@ -1,7 +1,7 @@
 """vmed.imaging: the one medical image loader (PNG, JPEG, BMP, TIFF, DICOM) that feeds every path.
 
 ``load_image(path_or_bytes) -> RGB PIL.Image`` applies the rules documented in
-docs/readme/imaging.md: a pixel budget checked before decoding, DICOM modality LUT + VOI window +
+docs/imaging.md: a pixel budget checked before decoding, DICOM modality LUT + VOI window +
 MONOCHROME1 inversion, EXIF orientation, 16-bit min-max scaling and conversion of every mode to RGB.
 """
 

@@ -1,6 +1,6 @@
 """PNG, JPEG, BMP and TIFF through Pillow: pixel budget, frame choice, EXIF orientation, mode to RGB.
 
-Rules (see docs/readme/imaging.md):
+Rules (see docs/imaging.md):
 - the size is read from the header (Pillow opens lazily) and checked against the pixel budget before
   any pixel is decoded; Pillow's own decompression-bomb check (``PIL.Image.MAX_IMAGE_PIXELS``) is
   kept and its error and warning become ``ImageTooLarge`` too;

@@ -1,6 +1,6 @@
 """Metric rules as pure functions (strings in, numbers out), each named after the rule it implements.
 
-See ``docs/readme/evaluation.md`` for every definition and its source. Submodules: ``normalize`` (answer
+See ``docs/evaluation.md`` for every definition and its source. Submodules: ``normalize`` (answer
 normalisation), ``closed`` (closed-question rules), ``open`` (open-question rules), ``captions`` (BLEU,
 ROUGE-L, METEOR, CIDEr-D, BERTScore through the reference libraries) and ``bootstrap`` (seeded cluster
 bootstrap intervals and paired differences).
