@@ -82,7 +82,7 @@ def test_merged_export_loads_without_vmed_and_answers_like_the_unmerged_run(run2
 
     from vmed.model import num_image_tokens
     from vmed.training.export import export_run
-    from vmed.training.runs import load_run
+    from vmed.model.runs import load_run
 
     out = export_run(run2 / "s2", tmp_path / "merged", merge=True)
     config = json.loads((out / "config.json").read_text())
@@ -112,7 +112,7 @@ def test_merged_export_loads_without_vmed_and_answers_like_the_unmerged_run(run2
 
 def test_unmerged_export_is_adapter_plus_base_reference(run2, tmp_path):
     from vmed.training.export import export_run
-    from vmed.training.runs import load_run
+    from vmed.model.runs import load_run
 
     out = export_run(run2 / "s2", tmp_path / "adapter", merge=False)
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -48,7 +48,7 @@ def _base_state():
 
 
 def test_stage1_changes_only_the_projector(runs):
-    from vmed.training.runs import load_run
+    from vmed.model.runs import load_run
 
     base = _base_state()
     model, _, manifest = load_run(runs / "stage1")
@@ -62,7 +62,7 @@ def test_stage1_changes_only_the_projector(runs):
 def test_stage2_changes_lora_and_projector_and_keeps_the_base_lm(runs):
     from safetensors.torch import load_file
 
-    from vmed.training.runs import load_run
+    from vmed.model.runs import load_run
 
     base = _base_state()
     model, _, manifest = load_run(runs / "stage2")
@@ -162,7 +162,7 @@ def test_bf16_flag_runs_on_cpu(runs, tmp_path):
 
 
 def test_full_llm_policy_saves_and_reloads_the_trained_lm(runs, tmp_path):
-    from vmed.training.runs import load_run
+    from vmed.model.runs import load_run
     from vmed.training.stages import run_stage
 
     cfg = stage_config(runs, runs / "ph", 2, "policy.llm=full", f"output_dir={tmp_path / 'full'}")

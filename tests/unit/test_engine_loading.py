@@ -80,7 +80,7 @@ def test_bare_lora_adapter_is_merged_over_its_base(model_dir, image, tmp_path):
 
 def test_training_run_dir_goes_through_load_run(image, tmp_path):
     from vmed.model import build_preset
-    from vmed.training.runs import save_projector, write_manifest
+    from vmed.model.runs import save_projector, write_manifest
 
     model, processor = build_preset("tiny", seed=0)
     with torch.no_grad():

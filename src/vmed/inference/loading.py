@@ -1,7 +1,7 @@
 """Find and load what a checkpoint path holds, from the files it contains (never from its name).
 
 - ``run_manifest.json`` without a merged export: a training run dir (or an unmerged export). It is
-  rebuilt by ``vmed.training.runs.load_run`` (base model from the manifest's ``base`` entry, its
+  rebuilt by ``vmed.model.runs.load_run`` (base model from the manifest's ``base`` entry, its
   fingerprint checked, projector, adapters) with every LoRA adapter merged.
 - ``config.json`` (including a merged ``vmed export``, whose manifest says ``export.merged``): a
   plain model dir, loaded by ``vmed.model.load_model``.
@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: Any = None, dtype: Any =
     if device is None:
         device = "cuda" if torch.cuda.is_available() else None
     if ckpt.kind == "run":
-        from vmed.training.runs import load_run
+        from vmed.model.runs import load_run
 
         model, processor, _ = load_run(ckpt.path, dtype=dtype, device=device, merge=True)
     elif ckpt.kind == "adapter":

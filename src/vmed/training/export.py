@@ -8,7 +8,7 @@ reads it too: ``AutoModelForImageTextToText.from_pretrained`` + ``AutoProcessor.
 without vmed.
 
 Not merged: the run's own files (manifest with the base model reference, projector, adapter, adapters to
-merge first, processor, model card), without checkpoints and logs. ``vmed.training.runs.load_run`` loads it.
+merge first, processor, model card), without checkpoints and logs. ``vmed.model.runs.load_run`` loads it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: s
     import torch
 
     from vmed.model import save_model
-    from vmed.training.runs import MANIFEST_NAME, load_run, read_manifest, write_manifest, write_model_card
+    from vmed.model.runs import MANIFEST_NAME, load_run, read_manifest, write_manifest, write_model_card
 
     run_dir, output = Path(run_dir), Path(output)
     if dtype not in _DTYPES:

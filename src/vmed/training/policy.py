@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmed.config import LoraConfigSpec, PolicyConfig
+from vmed.model.runs import part_of
 
 __all__ = ["STAGE_POLICIES", "PartCount", "apply_policy", "count_parameters", "format_policy", "part_of"]
 
@@ -25,17 +26,6 @@ STAGE_POLICIES: dict[int, PolicyConfig] = {
 """The paper recipe's policy per stage (the shipped configs state it explicitly)."""
 
 _PARTS = ("vision", "projector", "llm", "lora")
-
-
-def part_of(name: str) -> str:
-    """The model part a parameter name belongs to: vision, projector, llm or lora (LoRA matrices)."""
-    if ".lora_" in name:
-        return "lora"
-    if "vision_tower" in name:
-        return "vision"
-    if "multi_modal_projector" in name:
-        return "projector"
-    return "llm"
 
 
 @dataclass

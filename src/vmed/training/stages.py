@@ -50,7 +50,7 @@ def _echo(msg: str) -> None:
 
 def check_input(cfg: TrainConfig) -> dict[str, Any] | None:
     """Validate the stage's input before anything heavy: returns the input run's manifest (stages 2/3)."""
-    from vmed.training.runs import base_spec, read_manifest, same_base
+    from vmed.model.runs import base_spec, read_manifest, same_base
 
     if cfg.stage == 1:
         if cfg.init_from:
@@ -117,7 +117,7 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
     Stage 1: the base. Stage 2: base + stage-1 projector. Stage 3: base + stage-2 projector with the
     stage-2 adapter merged (``lora.previous=merge``) or loaded trainable (``continue``).
     """
-    from vmed.training.runs import assemble_run, base_spec, build_base, fingerprint
+    from vmed.model.runs import assemble_run, base_spec, build_base, fingerprint
 
     if parent is None:
         base = base_spec(cfg.model)
@@ -159,7 +159,7 @@ def load_records(path: str, kind: str, seed: int) -> list[Any]:
 
 
 def _data_hashes(cfg: TrainConfig) -> dict[str, str]:
-    from vmed.training.runs import sha256_file
+    from vmed.model.runs import sha256_file
 
     return {str(Path(p)): sha256_file(p) for p in (cfg.data.train, cfg.data.validation) if p}
 
@@ -192,7 +192,7 @@ def run_stage(cfg: TrainConfig) -> StageResult:
     from vmed.model import num_image_tokens
     from vmed.training.checkpoint import CompletionMarker, LossLog, SigtermSave
     from vmed.training.policy import apply_policy, count_parameters, format_policy
-    from vmed.training.runs import (
+    from vmed.model.runs import (
         ADAPTER_DIR,
         MERGED_DIR,
         PROJECTOR_FILE,

@@ -217,12 +217,21 @@ def load_projector(model: Any, path: str | os.PathLike) -> None:
     projector.load_state_dict({k: v.to(ref.dtype) for k, v in sd.items()}, strict=True)
 
 
+def part_of(name: str) -> str:
+    """The model part a parameter name belongs to: vision, projector, llm or lora (LoRA matrices)."""
+    if ".lora_" in name:
+        return "lora"
+    if "vision_tower" in name:
+        return "vision"
+    if "multi_modal_projector" in name:
+        return "projector"
+    return "llm"
+
+
 def save_trained_weights(model: Any, path: str | os.PathLike, state_dict: dict[str, Any] | None = None) -> bool:
     """Save trainable weights that are neither projector nor LoRA (``policy.llm=full`` / ``policy.vision=train``),
     with plain LLaVA names. Returns False (and writes nothing) when there are none."""
     from safetensors.torch import save_file
-
-    from vmed.training.policy import part_of
 
     names = {n for n, p in model.named_parameters() if p.requires_grad and part_of(n) in ("vision", "llm")}
     if not names:
