@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from _serve_helpers import ct_dicom_bytes, tiny_engine
+
 from vmed.inference import Engine, GenParams
 from vmed.serve.api import create_app, serve_in_thread
 
@@ -56,11 +58,7 @@ def phantom_png(path: Path, size: int = 64) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> Engine:
-    from vmed.model import build_preset, save_model
-
-    out = tmp_path_factory.mktemp("tiny-model")
-    save_model(*build_preset("tiny"), out)
-    return Engine.from_pretrained(out)
+    return tiny_engine(tmp_path_factory)
 
 
 def _expected(engine: Engine, image: Image.Image | None, history, question: str) -> str:
@@ -69,28 +67,13 @@ def _expected(engine: Engine, image: Image.Image | None, history, question: str)
 
 
 def dicom_file(path: Path, size: int = 48) -> Path:
-    """A CT-like DICOM slice (HU via rescale): a soft-tissue body with an air-filled lung field."""
+    """A CT-like DICOM slice: a soft-tissue body (40 HU) in air with an air-filled lung field."""
     import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.Modality = "Phantom^Web", "CT"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
     yy, xx = np.mgrid[:size, :size]
     r = np.hypot(yy - size / 2, xx - size / 2)
     hu = np.where(r < size * 0.45, 40, -1000) + np.where(r < size * 0.25, -800, 0)
-    ds.PixelData = (hu + 1024).astype(np.int16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(ct_dicom_bytes(hu, "Phantom^Web"))
     return path
 
 

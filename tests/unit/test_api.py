@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _serve_helpers import ct_dicom_bytes, tiny_engine
+
 from vmed.inference import Engine, GenParams
 from vmed.serve.api import create_app, serve_in_thread
 from vmed.serve.limits import ServeLimits
@@ -30,31 +32,9 @@ def png_bytes(size=(48, 48), seed=0) -> bytes:
 
 
 def dicom_bytes(patient_name: str = "Anonymous^Patient", size: int = 32) -> bytes:
-    """A small CT slice (int16, HU via rescale) with a given PatientName tag."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = patient_name
-    ds.PatientID = patient_name[:16]
-    ds.Modality = "CT"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    """A small CT slice with a given PatientName tag: a soft-tissue disc (40 HU) in air (-1024 HU)."""
     yy, xx = np.mgrid[:size, :size]
-    ds.PixelData = ((np.hypot(yy - size / 2, xx - size / 2) < size / 3) * 1064).astype(np.int16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return ct_dicom_bytes(np.where(np.hypot(yy - size / 2, xx - size / 2) < size / 3, 40, -1024), patient_name)
 
 
 def data_url(data: bytes, media_type: str = "image/png") -> str:
@@ -70,11 +50,7 @@ def user_message(text: str, url: str | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> Engine:
-    from vmed.model import build_preset, save_model
-
-    out = tmp_path_factory.mktemp("tiny-model")
-    save_model(*build_preset("tiny"), out)
-    return Engine.from_pretrained(out)
+    return tiny_engine(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from vmed.constants import ANSWER_TYPES
 
@@ -23,6 +23,7 @@ __all__ = [
     "Problem",
     "read_jsonl",
     "iter_jsonl",
+    "iter_json_lines",
     "write_jsonl",
     "JsonlWriter",
     "validate_file",
@@ -127,8 +128,17 @@ class Dialogue:
         )
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[Dialogue]:
-    """Stream Dialogues from a JSONL file; blank lines are skipped. Raises RecordError naming file:line."""
+def iter_json_lines(
+    path: str | os.PathLike, error: Callable[[str], Exception] = RecordError, last_line_hint: str | None = None
+) -> Iterator[tuple[int, str, Any]]:
+    """Stream ``(line number, where, parsed object)`` from a JSON-lines file, ``where`` being ``file:line``.
+
+    Blank lines are skipped; line numbers start at 1.
+
+    A line that is not JSON raises ``error(message)``; the message names file:line and the fault and ends
+    "Fix or remove that line.", or ``last_line_hint`` where one is given and nothing but blank lines
+    follows the bad one (a last line cut short is what an interrupted writer leaves).
+    """
     path = Path(path)
     with path.open("r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -136,10 +146,18 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Dialogue]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\n"))  # so that an error's column counts within the line
             except json.JSONDecodeError as e:
-                raise RecordError(f"{where}: not valid JSON ({e.msg} at column {e.colno}). Fix or remove that line.") from None
-            yield Dialogue.from_dict(obj, where=where)
+                last = last_line_hint is not None and not any(rest.strip() for rest in f)
+                hint = last_line_hint if last else "Fix or remove that line."
+                raise error(f"{where}: not valid JSON ({e.msg} at column {e.colno}). {hint}") from None
+            yield lineno, where, obj
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[Dialogue]:
+    """Stream Dialogues from a JSONL file; blank lines are skipped. Raises RecordError naming file:line."""
+    for _, where, obj in iter_json_lines(path):
+        yield Dialogue.from_dict(obj, where=where)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Dialogue]:

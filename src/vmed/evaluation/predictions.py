@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from vmed.data.schema import iter_json_lines
 from vmed.errors import UserInputError
 
 __all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "write_rows", "sha256_file"]
 
 ANSWER_TYPES = ("closed", "open", "summary")
 REQUIRED_KEYS = ("id", "turn", "question", "reference", "prediction", "answer_type", "question_type")
+_INTERRUPTED_HINT = "It is the last line: the run was probably interrupted; re-run the same `vmed eval run` to resume."
 
 
 @dataclass
@@ -102,20 +104,7 @@ def read_predictions(path: str | os.PathLike) -> list[PredictionRow]:
         raise UserInputError(f"predictions file not found: {path}")
     rows: list[PredictionRow] = []
     seen: dict[tuple[str, int], int] = {}
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            hint = (
-                " It is the last line: the run was probably interrupted; re-run the same `vmed eval run` to resume."
-                if lineno >= len(lines) - 1
-                else " Fix or remove that line."
-            )
-            raise UserInputError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).{hint}") from None
+    for lineno, where, obj in iter_json_lines(path, UserInputError, _INTERRUPTED_HINT):
         row = PredictionRow.from_dict(obj, where)
         key = (row.id, row.turn)
         if key in seen:

@@ -16,17 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vmed.evaluation import metrics as rules
 from vmed.evaluation.metrics import captions
 from vmed.evaluation.metrics.bootstrap import BootstrapConfig, bootstrap_ci, mean_aggregate, paired_bootstrap_diff
-from vmed.evaluation.metrics.closed import closed_llava_med, closed_strict, closed_xor
-from vmed.evaluation.metrics.normalize import normalize_llava_med
-from vmed.evaluation.metrics.open import (
-    open_exact_match,
-    open_recall_llava_med,
-    open_token_f1,
-    open_token_recall,
-    vqa_med_2019_correct,
-)
 from vmed.evaluation.predictions import PredictionRow
 
 __all__ = [
@@ -100,16 +92,16 @@ METRICS: list[MetricSpec] = [
 _SPECS = {m.key: m for m in METRICS}
 
 _ROW_RULES: dict[str, Callable[[PredictionRow], float]] = {
-    "closed_accuracy_llava_med": lambda r: closed_llava_med(r.prediction, r.reference),
-    "closed_accuracy_strict": lambda r: closed_strict(r.prediction, r.reference),
-    "closed_accuracy_xor": lambda r: closed_xor(r.prediction, r.reference),
-    "open_recall_llava_med": lambda r: open_recall_llava_med(r.prediction, r.reference),
-    "open_token_recall": lambda r: open_token_recall(r.prediction, r.reference),
-    "open_exact_match": lambda r: open_exact_match(r.prediction, r.reference),
-    "open_token_f1": lambda r: open_token_f1(r.prediction, r.reference),
-    "vqa_med_2019_accuracy": lambda r: vqa_med_2019_correct(r.prediction, r.reference, r.alternatives),
+    "closed_accuracy_llava_med": lambda r: rules.closed_llava_med(r.prediction, r.reference),
+    "closed_accuracy_strict": lambda r: rules.closed_strict(r.prediction, r.reference),
+    "closed_accuracy_xor": lambda r: rules.closed_xor(r.prediction, r.reference),
+    "open_recall_llava_med": lambda r: rules.open_recall_llava_med(r.prediction, r.reference),
+    "open_token_recall": lambda r: rules.open_token_recall(r.prediction, r.reference),
+    "open_exact_match": lambda r: rules.open_exact_match(r.prediction, r.reference),
+    "open_token_f1": lambda r: rules.open_token_f1(r.prediction, r.reference),
+    "vqa_med_2019_accuracy": lambda r: rules.vqa_med_2019_correct(r.prediction, r.reference, r.alternatives),
     "summary_rouge_l_f1_sentence_mean": lambda r: captions.rouge_l_f1(
-        normalize_llava_med(r.prediction), normalize_llava_med(r.reference)
+        rules.normalize_llava_med(r.prediction), rules.normalize_llava_med(r.reference)
     ),
 }
 
@@ -169,8 +161,8 @@ def row_statistics(rows: Sequence[PredictionRow], options: ScoreOptions = ScoreO
 
     for prefix, at in (("open", OPEN), ("summary", SUMMARY)):
         idx = by_type[at]
-        hyps = [normalize_llava_med(rows[i].prediction) for i in idx]
-        refs = [normalize_llava_med(rows[i].reference) for i in idx]
+        hyps = [rules.normalize_llava_med(rows[i].prediction) for i in idx]
+        refs = [rules.normalize_llava_med(rows[i].reference) for i in idx]
         bleu = np.array([captions.bleu_stats(h, r) for h, r in zip(hyps, refs)], dtype=np.float64).reshape(
             -1, captions.BLEU_STATS_WIDTH
         )
@@ -179,8 +171,8 @@ def row_statistics(rows: Sequence[PredictionRow], options: ScoreOptions = ScoreO
             put_mean(f"{prefix}_bleu_{n}_sentence_mean", idx, [captions.sentence_bleu(h, r, n) for h, r in zip(hyps, refs)])
 
     idx = by_type[SUMMARY]
-    hyps = [normalize_llava_med(rows[i].prediction) for i in idx]
-    refs = [normalize_llava_med(rows[i].reference) for i in idx]
+    hyps = [rules.normalize_llava_med(rows[i].prediction) for i in idx]
+    refs = [rules.normalize_llava_med(rows[i].reference) for i in idx]
     if len(idx):
         put_mean("summary_cider_d", idx, captions.cider_d(hyps, refs).per_item)
         if len(idx) < 2:

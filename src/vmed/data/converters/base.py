@@ -18,7 +18,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 from vmed.errors import UserInputError
 
@@ -35,6 +35,7 @@ __all__ = [
     "find_file",
     "load_json",
     "iter_json_array",
+    "iter_question_rows",
     "SPLIT_ALIASES",
 ]
 
@@ -96,6 +97,33 @@ class QARow:
     """Splits one image's rows into separate dialogues (SLAKE ``--lang all``: one per language)."""
     where: str = ""
     """File and row, for messages."""
+
+    @classmethod
+    def from_raw(
+        cls,
+        split: str,
+        image_key: str,
+        image_path: Path | None,
+        question: Any,
+        answer: Any,
+        answer_type: Any = None,
+        qid: Any = None,
+        **fields: Any,
+    ) -> "QARow":
+        """A row from a dataset's raw values: question and answer normalised (``normalise_answer``), the
+        answer type normalised or, where the dataset gives none, inferred (``normalise_answer_type``),
+        and the question id, where there is one, as a string. ``fields`` are the other QARow fields."""
+        answer = normalise_answer(answer)
+        return cls(
+            split=split,
+            image_key=image_key,
+            image_path=image_path,
+            question=normalise_answer(question),
+            answer=answer,
+            answer_type=normalise_answer_type(answer_type, answer),
+            qid=None if qid is None else str(qid),
+            **fields,
+        )
 
 
 @dataclass
@@ -188,6 +216,24 @@ def load_json(path: Path) -> Any:
         raise DataFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except UnicodeDecodeError as e:
         raise DataFormatError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def iter_question_rows(file: Path, rows: Any, required: Sequence[str], expected: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(index, row)`` for each row of a dataset file's list of question rows (parsed JSON or pickle).
+
+    Checks that ``rows`` is a list of objects that each have every ``required`` field, and raises
+    DataFormatError naming the file, the row and the field otherwise. ``expected`` ends the missing-field
+    message with what the dataset's rows hold, e.g. ``"SLAKE rows have img_name, question, answer, ..."``.
+    """
+    if not isinstance(rows, list):
+        raise DataFormatError(f"{file}: expected a list of question rows, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataFormatError.at(file, i, f"expected an object with {', '.join(required)}")
+        for key in required:
+            if key not in row:
+                raise DataFormatError.at(file, i, f"missing field '{key}' ({expected})")
+        yield i, row
 
 
 def iter_json_array(path: Path, chunk_size: int = 1 << 20) -> Iterator[Any]:

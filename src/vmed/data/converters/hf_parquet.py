@@ -19,8 +19,6 @@ from vmed.data.converters.base import (
     DataFormatError,
     QARow,
     Tally,
-    normalise_answer,
-    normalise_answer_type,
 )
 from vmed.errors import UserInputError
 
@@ -96,16 +94,10 @@ class HfParquetConverter:
                                 dest.parent.mkdir(parents=True, exist_ok=True)
                                 dest.write_bytes(data)
                             written.add(key)
-                        answer = normalise_answer(rec["answer"])
                         meta = {"original_path": img["path"]} if img.get("path") else {}
-                        yield QARow(
-                            split=split,
-                            image_key=key,
-                            image_path=dest,
-                            question=normalise_answer(rec["question"]),
-                            answer=answer,
-                            answer_type=normalise_answer_type(None, answer),
-                            qid=f"{i}",
+                        yield QARow.from_raw(
+                            split, key, dest, rec["question"], rec["answer"],
+                            qid=i,
                             meta=meta,
                             where=f"{file}, row {i}",
                         )

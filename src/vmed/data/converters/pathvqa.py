@@ -20,8 +20,7 @@ from vmed.data.converters.base import (
     DataFormatError,
     QARow,
     Tally,
-    normalise_answer,
-    normalise_answer_type,
+    iter_question_rows,
 )
 from vmed.errors import UserInputError
 
@@ -30,6 +29,7 @@ __all__ = ["PathVqaConverter", "safe_load_pickle", "UnsafePickleError"]
 _SPLITS = {"train": "train", "val": "validation", "test": "test"}
 _ALLOWED = {("builtins", n) for n in ("list", "dict", "str", "int", "float", "bool")}
 _PLAIN = (list, dict, str, int, float, bool, type(None))
+_REQUIRED = ("image", "question", "answer")
 
 
 class UnsafePickleError(DataFormatError):
@@ -102,26 +102,13 @@ class PathVqaConverter:
         for split, file in self._files(path).items():
             root = file.parents[2]
             folder = file.parent.name
-            rows = safe_load_pickle(file)
-            if not isinstance(rows, list):
-                raise DataFormatError(f"{file}: expected a list of {{image, question, answer}} dicts, got {type(rows).__name__}")
-            for i, row in enumerate(rows):
-                if not isinstance(row, dict):
-                    raise DataFormatError.at(file, i, "expected a dict with image, question, answer")
-                for key in ("image", "question", "answer"):
-                    if key not in row:
-                        raise DataFormatError.at(file, i, f"missing key '{key}' (PathVQA rows have image, question, answer)")
+            expected = f"PathVQA rows have {', '.join(_REQUIRED)}"
+            for i, row in iter_question_rows(file, safe_load_pickle(file), _REQUIRED, expected):
                 tally.saw(split)
                 image = str(row["image"]).strip()
                 name = image if Path(image).suffix else f"{image}.jpg"
-                answer = normalise_answer(row["answer"])
-                yield QARow(
-                    split=split,
-                    image_key=f"{folder}/{name}",
-                    image_path=root / "images" / folder / name,
-                    question=normalise_answer(row["question"]),
-                    answer=answer,
-                    answer_type=normalise_answer_type(None, answer),
-                    qid=str(i),
+                yield QARow.from_raw(
+                    split, f"{folder}/{name}", root / "images" / folder / name, row["question"], row["answer"],
+                    qid=i,
                     where=f"{file}, row {i}",
                 )

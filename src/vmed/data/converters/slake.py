@@ -15,12 +15,10 @@ from typing import Iterator
 
 from vmed.data.converters.base import (
     ConvertOptions,
-    DataFormatError,
     QARow,
     Tally,
+    iter_question_rows,
     load_json,
-    normalise_answer,
-    normalise_answer_type,
 )
 from vmed.errors import UserInputError
 
@@ -53,34 +51,21 @@ class SlakeConverter:
         root = next(iter(files.values())).parent
         images = root / "imgs"
         for split, file in files.items():
-            rows = load_json(file)
-            if not isinstance(rows, list):
-                raise DataFormatError(f"{file}: expected a JSON array of question rows, got {type(rows).__name__}")
-            for i, row in enumerate(rows):
-                if not isinstance(row, dict):
-                    raise DataFormatError.at(file, i, f"expected an object with {', '.join(_REQUIRED)}")
-                for key in _REQUIRED:
-                    if key not in row:
-                        raise DataFormatError.at(file, i, f"missing field '{key}' (SLAKE rows have {', '.join(_REQUIRED)}, q_lang, ...)")
+            expected = f"SLAKE rows have {', '.join(_REQUIRED)}, q_lang, ..."
+            for i, row in iter_question_rows(file, load_json(file), _REQUIRED, expected):
                 tally.saw(split)
                 lang = str(row.get("q_lang", "en")).strip().lower()
                 if opts.lang != "all" and lang != opts.lang:
                     tally.skip(split, "other_language")
                     continue
-                answer = normalise_answer(row["answer"])
                 name = str(row["img_name"]).strip()
                 meta = {k: str(row[k]).strip() for k in ("location", "modality") if row.get(k)}
                 meta["lang"] = lang
                 qtype = str(row["content_type"]).strip() if row.get("content_type") else None
-                yield QARow(
-                    split=split,
-                    image_key=name,
-                    image_path=images / name,
-                    question=normalise_answer(row["question"]),
-                    answer=answer,
-                    answer_type=normalise_answer_type(row.get("answer_type"), answer),
+                yield QARow.from_raw(
+                    split, name, images / name, row["question"], row["answer"], row.get("answer_type"),
+                    qid=row.get("qid"),
                     question_type=qtype,
-                    qid=None if row.get("qid") is None else str(row["qid"]),
                     meta=meta,
                     variant=lang if opts.lang == "all" else None,
                     where=f"{file}, row {i}",

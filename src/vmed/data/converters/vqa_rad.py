@@ -19,9 +19,8 @@ from vmed.data.converters.base import (
     DataFormatError,
     QARow,
     Tally,
+    iter_question_rows,
     load_json,
-    normalise_answer,
-    normalise_answer_type,
 )
 from vmed.errors import UserInputError
 
@@ -67,15 +66,8 @@ class VqaRadConverter:
     def read(self, path: Path, opts: ConvertOptions, tally: Tally) -> Iterator[QARow]:
         layout, files, images = self._layout(path)
         for file_split, file in files.items():
-            rows = load_json(file)
-            if not isinstance(rows, list):
-                raise DataFormatError(f"{file}: expected a JSON array of question rows, got {type(rows).__name__}")
-            for i, row in enumerate(rows):
-                if not isinstance(row, dict):
-                    raise DataFormatError.at(file, i, f"expected an object with {', '.join(_REQUIRED)}")
-                for key in _REQUIRED:
-                    if key not in row:
-                        raise DataFormatError.at(file, i, f"missing field '{key}' (VQA-RAD rows have {', '.join(_REQUIRED)}, ...)")
+            expected = f"VQA-RAD rows have {', '.join(_REQUIRED)}, ..."
+            for i, row in iter_question_rows(file, load_json(file), _REQUIRED, expected):
                 phrase = str(row.get("phrase_type", "")).strip()
                 if layout == "official":
                     if phrase not in _OFFICIAL_SPLIT:
@@ -89,18 +81,12 @@ class VqaRadConverter:
                 if phrase == "frame" and not opts.include_frames:
                     tally.skip(split, "frame_row")
                     continue
-                answer = normalise_answer(row["answer"])
                 name = str(row["image_name"]).strip()
                 meta = {"organ": str(row["image_organ"]).strip()} if row.get("image_organ") else {}
-                yield QARow(
-                    split=split,
-                    image_key=name,
-                    image_path=images / name,
-                    question=normalise_answer(row["question"]),
-                    answer=answer,
-                    answer_type=normalise_answer_type(row.get("answer_type"), answer),
+                yield QARow.from_raw(
+                    split, name, images / name, row["question"], row["answer"], row.get("answer_type"),
+                    qid=row.get("qid"),
                     question_type=normalise_vqa_rad_qtype(row.get("question_type")),
-                    qid=None if row.get("qid") is None else str(row["qid"]),
                     meta=meta,
                     where=f"{file}, row {i}",
                 )
