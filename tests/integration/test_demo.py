@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_tiny_phantom_yamls_equal_the_demo_recipe(tmp_path):
-    from vmed.training.demo import demo_configs
+    from vmed.demo import demo_configs
 
     demo = demo_configs(tmp_path, seed=0, phantoms=tmp_path / "ph")
     for stage, cfg in demo.items():
@@ -26,7 +26,7 @@ def test_shipped_tiny_phantom_yamls_equal_the_demo_recipe(tmp_path):
         if cfg.init_from:
             paths.append(f"init_from={cfg.init_from}")
         shipped = load_config(REPO / "configs" / "tiny-phantom" / f"stage{stage}.yaml", paths)
-        assert to_dict(shipped) == to_dict(cfg), f"configs/tiny-phantom/stage{stage}.yaml differs from vmed.training.demo"
+        assert to_dict(shipped) == to_dict(cfg), f"configs/tiny-phantom/stage{stage}.yaml differs from vmed.demo"
 
 
 def test_demo_runs_end_to_end_and_writes_its_report(tmp_path):

@@ -174,9 +174,9 @@ def test_load_model_refuses_a_processor_of_another_model(tiny, tmp_path):
     model, processor = tiny
     out = save_model(model, processor, tmp_path / "m")
     config = json.loads((out / "processor_config.json").read_text())
-    config["patch_size"] = 16
+    config["patch_size"] = 8
     (out / "processor_config.json").write_text(json.dumps(config))
-    with pytest.raises(UserInputError, match="expects 64 image tokens per image but the processor expands <image> to 16"):
+    with pytest.raises(UserInputError, match="expects 16 image tokens per image but the processor expands <image> to 64"):
         load_model(out)
 
 

@@ -10,7 +10,7 @@ from vmed.cli import main
 def test_model_init_then_info(tmp_path, capsys):
     out = tmp_path / "tiny"
     assert main(["model", "init", "--preset", "tiny", "--output", str(out), "--seed", "3"]) == 0
-    assert "64 image tokens per image" in capsys.readouterr().out
+    assert "16 image tokens per image" in capsys.readouterr().out
     assert (out / "model.safetensors").is_file() and (out / "vmed_model.json").is_file()
 
     assert main(["model", "info", str(out)]) == 0
@@ -21,7 +21,7 @@ def test_model_init_then_info(tmp_path, capsys):
 
     assert main(["model", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["num_image_tokens"] == 64
+    assert info["num_image_tokens"] == 16
     assert info["base"]["preset"] == "tiny" and info["base"]["seed"] == 3
     assert info["parameters"]["total"] == sum(v for k, v in info["parameters"].items() if k != "total")
 

@@ -118,3 +118,13 @@ def test_bad_predictions_name_file_and_line(tmp_path, capsys):
         read_predictions(p)
     assert main(["eval", "score", str(p), "--no-meteor"]) == 2
     assert "predictions.jsonl:1" in capsys.readouterr().err
+
+
+def test_report_renders_a_run_without_model_or_data_provenance(tmp_path):
+    """A run made through the Python API without ``model_path`` still gets a report (provenance shows '?')."""
+    from vmed.evaluation.report import _provenance
+
+    doc = {"predictions": {"path": "p.jsonl", "sha256": "x"}, "run": {"command": "api", "model": None, "data": None},
+           "counts": {"rows": 0, "dialogues": 0, "by_answer_type": {}}, "bootstrap": {"confidence": 0.95, "n_resamples": 10, "seed": 0}}
+    text = "\n".join(_provenance(doc))
+    assert "- model: `?`" in text and "- run command: `api`" in text

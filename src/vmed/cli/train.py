@@ -59,6 +59,6 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="seed of phantoms, model and training"),
 ) -> None:
     """Offline end to end on the tiny preset: phantoms -> stage 1 -> 2 -> 3 -> test accuracy (real vs blank images) -> a sample dialogue."""
-    from vmed.training.demo import run_demo
+    from vmed.demo import run_demo
 
     run_demo(output, n=n or None, seed=seed)

@@ -55,9 +55,9 @@ def _provenance(doc: dict) -> list[str]:
     run = doc.get("run")
     if run:
         lines.append(f"- run command: `{run.get('command', '?')}`")
-        model = run.get("model", {})
+        model = run.get("model") or {}
         lines.append(f"- model: `{model.get('path', '?')}` (sha256 `{model.get('sha256', '?')}`, over {model.get('files', '?')} files)")
-        data = run.get("data", {})
+        data = run.get("data") or {}
         lines.append(f"- data: `{data.get('path', '?')}` (sha256 `{data.get('sha256', '?')}`)")
         lines.append(
             f"- mode `{run.get('mode')}`, history `{run.get('history')}`, max_new_tokens {run.get('max_new_tokens')}, "

@@ -27,8 +27,14 @@ checkpoint (``LanguageBind/LanguageBind_Image``) declares a custom model type th
 cannot load without the LanguageBind repository's code, so the presets use OpenAI's CLIP-L/336."""
 
 
-def tiny_vision_config(image_size: int = 64, patch_size: int = 8) -> Any:
-    """The tiny random CLIP-style vision config: 2 layers, hidden 64, (64/8)² = 64 image tokens."""
+def tiny_vision_config(image_size: int = 64, patch_size: int = 16) -> Any:
+    """The tiny random CLIP-style vision config: 2 layers, hidden 64, (64/16)² = 16 image tokens.
+
+    Patch 16 rather than 8: the tower is random and frozen, and CLIP's pre-LayerNorm makes a uniform patch
+    look alike whatever its brightness, so a phantom lesion is visible mainly where its edge falls inside a
+    patch. With 16 px patches a lesion (radius 10-13 % of the image) fills most of one patch with its edge
+    inside; in the demo this lifted lesion-presence accuracy from chance (0.52) to 0.83, and each step is faster.
+    """
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(

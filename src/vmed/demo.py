@@ -44,7 +44,7 @@ DEMO_OVERRIDES: dict[int, list[str]] = {
     3: [
         "stage=3", "policy.vision=frozen", "policy.projector=train", "policy.llm=full", "lora.previous=merge",
         "data.records=dialogue", "data.max_length=256",
-        "optim.lr=1e-3", "optim.projector_lr=3e-3", "optim.epochs=16", "optim.batch_size=16", "optim.warmup_ratio=0.05",
+        "optim.lr=1e-3", "optim.projector_lr=3e-3", "optim.epochs=24", "optim.batch_size=16", "optim.warmup_ratio=0.05",
         "runtime.logging_steps=50", "runtime.save_steps=0",
     ],
 }
@@ -76,14 +76,20 @@ def _blank_like(image: Any) -> Any:
     return Image.new("RGB", image.size, (0, 0, 0))
 
 
-def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path) -> dict[str, Any]:
+def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: Any = None) -> dict[str, Any]:
     """Closed-question accuracy of ``model_dir`` on ``test_jsonl``, with real and with blank images.
 
-    Uses the evaluation runner (``vmed.evaluation.runner.run_eval``) when it is installed, else
-    ``vmed.training.quick_eval``; the result says which (``method``).
+    Both runs go through the evaluation runner (``vmed.evaluation.runner.run_eval``, dialogue mode with the
+    reference answers as history, greedy), and accuracy is ``closed_accuracy_strict`` (normalised answer equals
+    the reference). The real-image run is also scored in full (``work_dir/eval``: metrics.json, report.md, plots).
     """
     from vmed.data.schema import read_jsonl, resolve_image, write_jsonl
+    from vmed.evaluation.metrics import closed_strict
+    from vmed.evaluation.pipeline import score_file
+    from vmed.evaluation.runner import run_eval
+    from vmed.evaluation.scoring import ScoreOptions
     from vmed.imaging import load_image
+    from vmed.inference import Engine
 
     records = read_jsonl(test_jsonl)
     blank_dir = work_dir / "blank_test"
@@ -96,85 +102,50 @@ def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path) -> dict[s
         blank_records.append(type(rec).from_dict({**rec.to_dict(), "image": name}))
     write_jsonl(blank_dir / "test.jsonl", blank_records)
 
-    try:
-        from vmed.evaluation.runner import run_eval  # noqa: F401
-        from vmed.inference import Engine  # noqa: F401
-    except ImportError:
-        run_eval = None
-    if run_eval is not None:
-        return _evaluate_with_runner(model_dir, test_jsonl, blank_dir / "test.jsonl", work_dir)
-    return _evaluate_quick(model_dir, records, test_jsonl, blank_records, blank_dir / "test.jsonl")
+    engine = engine or Engine.from_pretrained(str(model_dir))
+    out: dict[str, Any] = {"method": "vmed.evaluation.runner.run_eval (dialogue mode, gold history, greedy); closed_accuracy_strict"}
+    for key, data, sub in (("closed_accuracy", test_jsonl, "eval"), ("closed_accuracy_blank_images", blank_dir / "test.jsonl", "eval_blank")):
+        if (work_dir / sub).exists():
+            import shutil
 
-
-def _closed_from_predictions(path: Path) -> tuple[float, int]:
-    from vmed.training.quick_eval import normalize_answer
-
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    closed = [r for r in rows if r.get("answer_type") == "closed"]
-    hits = sum(normalize_answer(r["prediction"]) == normalize_answer(r["reference"]) for r in closed)
-    return (hits / len(closed) if closed else 0.0), len(closed)
-
-
-def _evaluate_with_runner(model_dir: Path, test_jsonl: Path, blank_jsonl: Path, work_dir: Path) -> dict[str, Any]:
-    from vmed.evaluation.runner import run_eval
-    from vmed.inference import Engine
-
-    engine = Engine.from_pretrained(str(model_dir))
-    out: dict[str, Any] = {"method": "vmed.evaluation.runner.run_eval (dialogue mode, gold history)"}
-    for key, data, sub in (("closed_accuracy", test_jsonl, "eval"), ("closed_accuracy_blank_images", blank_jsonl, "eval_blank")):
+            shutil.rmtree(work_dir / sub)
         run_eval(engine, str(data), str(work_dir / sub), mode="dialogue", history="gold", batch_size=32,
-                 max_new_tokens=16, limit=None)
-        acc, n = _closed_from_predictions(work_dir / sub / "predictions.jsonl")
-        out[key] = acc
-        out["closed_questions"] = n
+                 max_new_tokens=16, limit=None, progress=False, model_path=str(model_dir), command="vmed demo")
+        rows = [json.loads(line) for line in (work_dir / sub / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        closed = [r for r in rows if r.get("answer_type") == "closed"]
+        hits = [closed_strict(r["prediction"], r["reference"]) for r in closed]
+        out[key] = sum(hits) / len(hits) if hits else 0.0
+        out["closed_questions"] = len(hits)
+        by_type: dict[str, list[float]] = {}
+        for r, h in zip(closed, hits):
+            by_type.setdefault(r.get("question_type") or "?", []).append(h)
+        out[f"{key}_by_type"] = {k: round(sum(v) / len(v), 3) for k, v in sorted(by_type.items())}
+        opened = [r for r in rows if r.get("answer_type") == "open"]
+        open_by_type: dict[str, list[float]] = {}
+        for r in opened:
+            open_by_type.setdefault(r.get("question_type") or "?", []).append(closed_strict(r["prediction"], r["reference"]))
+        out[f"{key.replace('closed_accuracy', 'open_exact_match')}_by_type"] = {
+            k: round(sum(v) / len(v), 3) for k, v in sorted(open_by_type.items())
+        }
+    score_file(work_dir / "eval" / "predictions.jsonl", work_dir / "eval", options=ScoreOptions(meteor=False))
+    out["report"] = str(work_dir / "eval" / "report.md")
     return out
 
 
-def _evaluate_quick(model_dir: Path, records: list, test_jsonl: Path, blank_records: list, blank_jsonl: Path) -> dict[str, Any]:
-    from vmed.data.schema import resolve_image
-    from vmed.imaging import load_image
-    from vmed.model import load_model, num_image_tokens
-    from vmed.training.quick_eval import accuracy, closed_items, greedy_answers
-
-    model, processor = load_model(model_dir)
-    n_img = num_image_tokens(model)
-    out: dict[str, Any] = {"method": "vmed.training.quick_eval (greedy, gold history; the evaluation runner is not installed)"}
-    for key, recs, path in (("closed_accuracy", records, test_jsonl), ("closed_accuracy_blank_images", blank_records, blank_jsonl)):
-        items = closed_items(recs, [load_image(resolve_image(r, path)) for r in recs])
-        answers = greedy_answers(model, processor, items, num_image_tokens=n_img)
-        out[key] = accuracy(items, answers)
-        out["closed_questions"] = len(items)
-        if key == "closed_accuracy":
-            by_type: dict[str, list[bool]] = {}
-            from vmed.training.quick_eval import normalize_answer
-
-            for it, a in zip(items, answers):
-                by_type.setdefault(it.question_type or "?", []).append(normalize_answer(a) == normalize_answer(it.reference))
-            out["closed_accuracy_by_type"] = {k: sum(v) / len(v) for k, v in sorted(by_type.items())}
-    return out
-
-
-def _sample_dialogue(model_dir: Path, test_jsonl: Path) -> dict[str, Any]:
-    """Ask every question of the first test record in turn, the model's own answers as history."""
+def _sample_dialogue(engine: Any, test_jsonl: Path) -> dict[str, Any]:
+    """Ask every question of a test record in turn (the model's own answers as history, KV cache reused), then
+    "Describe the image."."""
+    from vmed.constants import SUMMARY_PROMPT
     from vmed.data.schema import read_jsonl, resolve_image
     from vmed.imaging import load_image
-    from vmed.model import load_model, num_image_tokens
-    from vmed.training.quick_eval import QuestionItem, greedy_answers
+    from vmed.inference import GenParams
 
     rec = max(read_jsonl(test_jsonl)[:20], key=lambda r: len(r.turns))
     image_path = resolve_image(rec, test_jsonl)
-    image = load_image(image_path)
-    model, processor = load_model(model_dir)
-    n_img = num_image_tokens(model)
-    questions = [t.question for t in rec.turns] + ["Describe the image."]
+    questions = [t.question for t in rec.turns] + [SUMMARY_PROMPT]
     references = [t.answer for t in rec.turns] + [rec.summary or ""]
-    history: list[tuple[str, str]] = []
-    turns = []
-    for q, ref in zip(questions, references):
-        item = QuestionItem(image, list(history), q, ref, rec.id, len(history) + 1, None)
-        (answer,) = greedy_answers(model, processor, [item], num_image_tokens=n_img, max_new_tokens=48)
-        history.append((q, answer))
-        turns.append({"question": q, "answer": answer, "reference": ref})
+    results = engine.dialogue(load_image(image_path), questions, GenParams(max_new_tokens=48))
+    turns = [{"question": q, "answer": r.text, "reference": ref} for q, r, ref in zip(questions, results, references)]
     return {"id": rec.id, "image": str(image_path), "turns": turns}
 
 
@@ -219,12 +190,21 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
 
         shutil.rmtree(model_dir)
     export_run(out / "stage3", model_dir, merge=True)
-    scores = evaluate_closed(model_dir, paths["test"], out)
+    from vmed.inference import Engine
+
+    engine = Engine.from_pretrained(str(model_dir))
+    scores = evaluate_closed(model_dir, paths["test"], out, engine=engine)
     timings["evaluate"] = time.time() - t
     print(f"  closed-question accuracy, real images:  {scores['closed_accuracy']:.3f}  ({scores['closed_questions']} questions)")
     print(f"  closed-question accuracy, blank images: {scores['closed_accuracy_blank_images']:.3f}  (chance is about 0.5)")
+    for kind, acc in scores["closed_accuracy_by_type"].items():
+        blank = scores["closed_accuracy_blank_images_by_type"].get(kind)
+        print(f"    closed {kind:<10} real {acc:.3f}   blank {blank:.3f}")
+    for kind, acc in scores["open_exact_match_by_type"].items():
+        print(f"    open   {kind:<10} exact match {acc:.3f}")
+    print(f"  full evaluation report: {scores['report']}")
     print("[6/7] a sample dialogue", flush=True)
-    sample = _sample_dialogue(model_dir, paths["test"])
+    sample = _sample_dialogue(engine, paths["test"])
     print(f"  image: {sample['image']}")
     for turn in sample["turns"]:
         print(f"  user: {turn['question']}\n  vmed: {turn['answer']}    (reference: {turn['reference']})")
