@@ -264,7 +264,7 @@ def test_pretrained_parts_are_loaded_from_local_dirs(tmp_path):
     from vmed.model.build import _image_processor_for
 
     torch.manual_seed(0)
-    vision_config = tiny_vision_config(image_size=32)
+    vision_config = tiny_vision_config(image_size=32, patch_size=8)
     # a full CLIP checkpoint (text + vision), like openai/clip-vit-large-patch14-336
     clip_config = CLIPConfig(
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 99},

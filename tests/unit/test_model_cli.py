@@ -16,7 +16,7 @@ def test_model_init_then_info(tmp_path, capsys):
     assert main(["model", "info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "LlavaForConditionalGeneration" in text
-    assert "64 x <image>" in text and "strategy default" in text
+    assert "16 x <image>" in text and "strategy default" in text
     assert "<|start_header_id|>" in text
 
     assert main(["model", "info", str(out), "--json"]) == 0
