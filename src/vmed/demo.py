@@ -13,6 +13,8 @@ values (a test keeps them equal), so ``vmed train --config configs/tiny-phantom/
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,21 @@ def _blank_like(image: Any) -> Any:
     return Image.new("RGB", image.size, (0, 0, 0))
 
 
+def _strict_by_type(rows: list, answer_type: str) -> dict[str, list[float]]:
+    """``closed_strict`` (normalised prediction equals the reference) of each row of ``answer_type``, by question type."""
+    from vmed.evaluation.metrics import closed_strict
+
+    by_type: dict[str, list[float]] = {}
+    for r in rows:
+        if r.answer_type == answer_type:
+            by_type.setdefault(r.question_type or "?", []).append(closed_strict(r.prediction, r.reference))
+    return by_type
+
+
+def _means(by_type: dict[str, list[float]]) -> dict[str, float]:
+    return {k: round(sum(v) / len(v), 3) for k, v in sorted(by_type.items())}
+
+
 def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: Any = None) -> dict[str, Any]:
     """Closed-question accuracy of ``model_dir`` on ``test_jsonl``, with real and with blank images.
 
@@ -84,8 +101,8 @@ def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: A
     the reference). The real-image run is also scored in full (``work_dir/eval``: metrics.json, report.md, plots).
     """
     from vmed.data.schema import read_jsonl, resolve_image, write_jsonl
-    from vmed.evaluation.metrics import closed_strict
     from vmed.evaluation.pipeline import score_file
+    from vmed.evaluation.predictions import read_predictions
     from vmed.evaluation.runner import run_eval
     from vmed.evaluation.scoring import ScoreOptions
     from vmed.imaging import load_image
@@ -105,28 +122,16 @@ def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: A
     engine = engine or Engine.from_pretrained(str(model_dir))
     out: dict[str, Any] = {"method": "vmed.evaluation.runner.run_eval (dialogue mode, gold history, greedy); closed_accuracy_strict"}
     for key, data, sub in (("closed_accuracy", test_jsonl, "eval"), ("closed_accuracy_blank_images", blank_dir / "test.jsonl", "eval_blank")):
-        if (work_dir / sub).exists():
-            import shutil
-
-            shutil.rmtree(work_dir / sub)
+        shutil.rmtree(work_dir / sub, ignore_errors=True)
         run_eval(engine, str(data), str(work_dir / sub), mode="dialogue", history="gold", batch_size=32,
                  max_new_tokens=16, limit=None, progress=False, model_path=str(model_dir), command="vmed demo")
-        rows = [json.loads(line) for line in (work_dir / sub / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-        closed = [r for r in rows if r.get("answer_type") == "closed"]
-        hits = [closed_strict(r["prediction"], r["reference"]) for r in closed]
+        rows = read_predictions(work_dir / sub / "predictions.jsonl")
+        closed = _strict_by_type(rows, "closed")
+        hits = [h for v in closed.values() for h in v]
         out[key] = sum(hits) / len(hits) if hits else 0.0
         out["closed_questions"] = len(hits)
-        by_type: dict[str, list[float]] = {}
-        for r, h in zip(closed, hits):
-            by_type.setdefault(r.get("question_type") or "?", []).append(h)
-        out[f"{key}_by_type"] = {k: round(sum(v) / len(v), 3) for k, v in sorted(by_type.items())}
-        opened = [r for r in rows if r.get("answer_type") == "open"]
-        open_by_type: dict[str, list[float]] = {}
-        for r in opened:
-            open_by_type.setdefault(r.get("question_type") or "?", []).append(closed_strict(r["prediction"], r["reference"]))
-        out[f"{key.replace('closed_accuracy', 'open_exact_match')}_by_type"] = {
-            k: round(sum(v) / len(v), 3) for k, v in sorted(open_by_type.items())
-        }
+        out[f"{key}_by_type"] = _means(closed)
+        out[f"{key.replace('closed_accuracy', 'open_exact_match')}_by_type"] = _means(_strict_by_type(rows, "open"))
     score_file(work_dir / "eval" / "predictions.jsonl", work_dir / "eval", options=ScoreOptions(meteor=False))
     out["report"] = str(work_dir / "eval" / "report.md")
     return out
@@ -155,8 +160,6 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
     from vmed.training.export import export_run
     from vmed.training.stages import run_stage
 
-    import os
-
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
@@ -176,8 +179,6 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
         print(f"[{stage + 1}/7] stage {stage} -> {cfg.output_dir}", flush=True)
         t = time.time()
         if (Path(cfg.output_dir) / "run_manifest.json").is_file():
-            import shutil
-
             shutil.rmtree(cfg.output_dir)
         result = run_stage(cfg)
         metrics[f"stage{stage}"] = result.metrics
@@ -185,10 +186,7 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
     print(f"[5/7] evaluate the test split ({paths['test']})", flush=True)
     t = time.time()
     model_dir = out / "model"
-    if model_dir.exists():
-        import shutil
-
-        shutil.rmtree(model_dir)
+    shutil.rmtree(model_dir, ignore_errors=True)
     export_run(out / "stage3", model_dir, merge=True)
     from vmed.inference import Engine
 
