@@ -174,3 +174,23 @@ def test_full_llm_policy_saves_and_reloads_the_trained_lm(runs, tmp_path):
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, base[k])}
     assert any(k.startswith("model.language_model.layers.") for k in changed)
     assert not any(k.startswith("model.vision_tower.") for k in changed)
+
+
+def test_weights_trained_in_an_earlier_stage_are_carried_to_later_runs(runs, tmp_path):
+    """A vision tower trained in stage 1 and frozen in stages 2 and 3 is still in every later run (and its export)."""
+    from vmed.model.runs import load_run
+    from vmed.training.stages import run_stage
+
+    ph = runs / "ph"
+    run_stage(stage_config(tmp_path, ph, 1, "policy.vision=train"))
+    for stage in (2, 3):
+        run_stage(stage_config(tmp_path, ph, stage))
+    base = _base_state()
+    trained, _, _ = load_run(tmp_path / "stage1")
+    vision = {k: v for k, v in trained.state_dict().items() if k.startswith("model.vision_tower.")}
+    assert any(not torch.equal(v, base[k]) for k, v in vision.items())  # stage 1 really trained it
+    for stage in (2, 3):
+        later, _, manifest = load_run(tmp_path / f"stage{stage}", merge=True)
+        assert manifest["weights"] == "weights.safetensors"
+        sd = later.state_dict()
+        assert all(torch.equal(sd[k], v) for k, v in vision.items()), f"stage {stage} lost the stage-1 vision tower"

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "load_run",
     "assemble_run",
     "save_trained_weights",
+    "trained_weight_names",
     "save_projector",
     "load_projector",
     "write_model_card",
@@ -228,18 +230,39 @@ def part_of(name: str) -> str:
     return "llm"
 
 
-def save_trained_weights(model: Any, path: str | os.PathLike, state_dict: dict[str, Any] | None = None) -> bool:
-    """Save trainable weights that are neither projector nor LoRA (``policy.llm=full`` / ``policy.vision=train``),
-    with plain LLaVA names. Returns False (and writes nothing) when there are none."""
+def save_trained_weights(
+    model: Any, path: str | os.PathLike, state_dict: dict[str, Any] | None = None, carried: Iterable[str] = ()
+) -> bool:
+    """Save the vision/LM weights that differ from the base, with plain LLaVA names: those trainable now
+    (``policy.llm=full`` / ``policy.vision=train``) and ``carried``, the plain names an earlier stage trained
+    (its weights file), saved with their current values so that a later stage never loses them.
+    Returns False (and writes nothing) when there are none."""
     from safetensors.torch import save_file
 
-    names = {n for n, p in model.named_parameters() if p.requires_grad and part_of(n) in ("vision", "llm")}
+    carried = set(carried)
+    names = {
+        n for n, p in model.named_parameters()
+        if part_of(n) in ("vision", "llm") and (p.requires_grad or _plain_name(n) in carried)
+    }
     if not names:
         return False
     sd = state_dict if state_dict is not None else model.state_dict()
     out = {_plain_name(k): v.detach().cpu().contiguous() for k, v in sd.items() if k in names}
+    missing = carried - set(out)
+    if missing:
+        raise ConfigError(f"{path}: weights {sorted(missing)[:3]} of the earlier stage are not in this stage's model")
     save_file(out, str(path))
     return True
+
+
+def trained_weight_names(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
+    """The plain names in a run's weights file (empty when the run trained no vision/LM weights in full)."""
+    from safetensors import safe_open
+
+    if not manifest.get("weights"):
+        return []
+    with safe_open(str(Path(run_dir) / manifest["weights"]), framework="pt") as f:
+        return list(f.keys())
 
 
 def _plain_name(name: str) -> str:

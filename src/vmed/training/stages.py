@@ -201,6 +201,7 @@ def run_stage(cfg: TrainConfig) -> StageResult:
         library_versions,
         save_projector,
         save_trained_weights,
+        trained_weight_names,
         write_manifest,
         write_model_card,
     )
@@ -285,7 +286,8 @@ def run_stage(cfg: TrainConfig) -> StageResult:
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     save_projector(unwrapped, out / PROJECTOR_FILE, state_dict)
     processor.save_pretrained(str(out))
-    weights_rel = WEIGHTS_FILE if save_trained_weights(unwrapped, out / WEIGHTS_FILE, state_dict) else None
+    carried = trained_weight_names(cfg.init_from, parent) if parent is not None else []  # earlier stages' full weights
+    weights_rel = WEIGHTS_FILE if save_trained_weights(unwrapped, out / WEIGHTS_FILE, state_dict, carried) else None
     adapter_rel = None
     if hasattr(unwrapped, "peft_config"):
         adapter_rel = ADAPTER_DIR
