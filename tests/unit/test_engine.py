@@ -94,6 +94,27 @@ def test_end_of_turn_token_gives_stop(engine):
     assert (empty.text, empty.completion_tokens, empty.finish_reason) == ("", 1, "stop")
 
 
+def test_the_image_token_is_never_generated(engine):
+    """Even when the model prefers <image>, it is not emitted (as history it would be read as an image slot)."""
+    image_id = engine.model.config.image_token_id
+
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., image_id] += 1e4
+        return output
+
+    handle = engine.model.lm_head.register_forward_hook(hook)
+    try:
+        r = engine.generate(noise_image(0), [], "Q?", GenParams(max_new_tokens=5))
+        history = [("Q?", r.text)]
+        follow = engine.generate(noise_image(0), history, "And?", GenParams(max_new_tokens=3))
+    finally:
+        handle.remove()
+    assert r.completion_tokens == 5 and r.text.strip() and "<image>" not in r.text  # real tokens, not 5 placeholders
+    assert engine.prompt_ids(noise_image(0), history, "And?").count(image_id) == engine.num_image_tokens
+    assert follow.completion_tokens >= 1
+
+
 def test_stop_string_truncates_and_stops_early(engine):
     image = noise_image(5)
     full = engine.generate(image, [], "Findings?", GenParams(max_new_tokens=24))

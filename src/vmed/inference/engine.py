@@ -267,6 +267,8 @@ class Engine:
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
+            # never emit the image placeholder: an answer fed back as history would then hold one image slot too many
+            suppress_tokens=[self.model.config.image_token_id],
             **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if sampling else {}),
         )
         stop = StopOnStrings(self.tokenizer, params.stop, width, cancel)
