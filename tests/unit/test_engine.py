@@ -32,19 +32,23 @@ def ascii_stop(text: str) -> str:
     return text[spots[len(spots) // 2] : spots[len(spots) // 2] + 2]
 
 
-def eot_bias_hook(engine: Engine, after_calls: int):
-    """Make the model emit <|eot_id|> once lm_head has run ``after_calls`` times."""
-    eot = engine.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+def bias_hook(engine: Engine, token_id: int, after_calls: int = 0):
+    """Make the model prefer ``token_id`` once lm_head has run ``after_calls`` times."""
     calls = [0]
 
     def hook(module, inputs, output):
         calls[0] += 1
         if calls[0] > after_calls:
             output = output.clone()
-            output[..., eot] += 1e4
+            output[..., token_id] += 1e4
         return output
 
     return engine.model.lm_head.register_forward_hook(hook)
+
+
+def eot_bias_hook(engine: Engine, after_calls: int):
+    """Make the model emit <|eot_id|> once lm_head has run ``after_calls`` times."""
+    return bias_hook(engine, engine.tokenizer.convert_tokens_to_ids("<|eot_id|>"), after_calls)
 
 
 def test_engine_attributes(engine):
@@ -97,13 +101,7 @@ def test_end_of_turn_token_gives_stop(engine):
 def test_the_image_token_is_never_generated(engine):
     """Even when the model prefers <image>, it is not emitted (as history it would be read as an image slot)."""
     image_id = engine.model.config.image_token_id
-
-    def hook(module, inputs, output):
-        output = output.clone()
-        output[..., image_id] += 1e4
-        return output
-
-    handle = engine.model.lm_head.register_forward_hook(hook)
+    handle = bias_hook(engine, image_id)
     try:
         r = engine.generate(noise_image(0), [], "Q?", GenParams(max_new_tokens=5))
         history = [("Q?", r.text)]
