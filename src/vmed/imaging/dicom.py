@@ -18,19 +18,21 @@ Colour files (RGB, YBR_*) are converted to RGB by pydicom and scaled from BitsSt
 PALETTE COLOR goes through its lookup tables (``pydicom.pixels.apply_color_lut``), scaled from the
 tables' bit depth to 8 bit.
 
+Step 5 without a window: a VOI LUT Sequence (a lookup table, PS3.3 C.11.2.1.1) is applied with
+pydicom's ``apply_voi`` and scaled from the table's bit depth to 8 bit; min-max only when the file has
+neither a window nor a table.
+
 Privacy: this module never prints, logs or formats a dataset or a tag value other than the
 technical ones it needs (sizes, bit depths, transfer syntax, photometric interpretation, window,
-rescale). pydicom's warnings and log records raised while reading are suppressed, because they
-can quote tag values. No path is ever built from a tag value.
+rescale), and those only after checking that they have the form the standard gives them (a UID of
+digits and dots, a photometric interpretation from the standard's list), so a tag holding a name never
+reaches a message. pydicom's warnings and log records raised while reading are dropped
+(``vmed.imaging.guard``), because they quote tag values. No path is ever built from a tag value.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
-import warnings
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -38,13 +40,14 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID
 
 from vmed.imaging.errors import CorruptImage, ImageError, ImageTooLarge, MissingDecoder, UnsupportedImageFormat
+from vmed.imaging.guard import quiet_decoders as _quiet_pydicom
 from vmed.imaging.window import apply_window, minmax_to_uint8
 
-__all__ = ["DicomFrame", "decode_frame", "file_window", "frame_to_rgb", "install_hint", "modality_values", "safe_meta"]
+__all__ = ["DicomFrame", "decode_frame", "file_window", "frame_to_rgb", "install_hint", "modality_values", "safe_meta", "voi_table_to_uint8"]
 
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
@@ -61,6 +64,30 @@ _JPEG_2000 = {
 _RLE = {"1.2.840.10008.1.2.5"}
 
 
+_UID_FORM = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_KNOWN_PHOTOMETRIC = _GREY + _COLOUR + ("PALETTE COLOR", "YBR_FULL_422")
+# DICOM PS3.3 C.7.3.1.1.1 defined terms for Modality (current and retired): only these are ever reported.
+_MODALITIES = frozenset(
+    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER KO LEN LS MG MR "
+    "M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN "
+    "RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC "
+    "CD CF DD DF DM DS EC FA FS LP MA MS OPR ST VF".split()
+)
+
+
+def _shown_photometric(value: str) -> str:
+    """The photometric interpretation for a message: a value from the standard's list, else a neutral phrase."""
+    return value if value in _KNOWN_PHOTOMETRIC else "(a non-standard value)" if value else "(missing)"
+
+
+def _shown_syntax(syntax: str) -> str:
+    """A transfer syntax for a message: its name and UID when it has a UID's form, else a neutral phrase."""
+    if not (_UID_FORM.match(syntax) and len(syntax) <= 64):
+        return "a Transfer Syntax UID that is not a valid UID"
+    name = UID(syntax).name
+    return f"{name} ({syntax})" if name != syntax else f"an unknown transfer syntax ({syntax})"
+
+
 def install_hint(transfer_syntax: str) -> tuple[str, ...]:
     """The pip packages that give pydicom a decoder for ``transfer_syntax`` (python-gdcm covers most too)."""
     if transfer_syntax in _JPEG:
@@ -72,29 +99,6 @@ def install_hint(transfer_syntax: str) -> tuple[str, ...]:
     if transfer_syntax in _RLE:
         return ("pylibjpeg", "pylibjpeg-rle")
     return ("python-gdcm",)
-
-
-class _ThisThreadOnly(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.thread
-
-
-@contextlib.contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """Drop pydicom's warnings and log records (they may quote tag values) for this thread."""
-    logger = logging.getLogger("pydicom")
-    mute = _ThisThreadOnly()
-    logger.addFilter(mute)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.removeFilter(mute)
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def _read(fp: BinaryIO, label: str, *, header_only: bool) -> Dataset:
     try:
         with _quiet_pydicom():
             return pydicom.dcmread(fp, force=True, stop_before_pixels=header_only)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError) as e:
         raise CorruptImage(f"{label}: the DICOM file cannot be parsed ({type(e).__name__}); it is truncated or damaged") from None
 
 
@@ -124,6 +128,22 @@ def _int_field(ds: Dataset, keyword: str, default: int | None = None) -> int | N
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
+
+
+def _count_field(ds: Dataset, keyword: str, label: str) -> int | None:
+    """A size tag (Rows, Columns, NumberOfFrames) as a whole number >= 0, None when absent; CorruptImage when malformed."""
+    if keyword not in ds:
+        return None
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = -1
+    if number < 0:
+        raise CorruptImage(f"{label}: the DICOM {keyword} tag is not a whole number; the file is damaged or was written wrongly")
+    return number
 
 
 def _first_float(value: Any) -> float | None:
@@ -155,12 +175,12 @@ def decode_frame(fp: BinaryIO, label: str, *, frame: int | None, max_pixels: int
     (frame out of range), each naming ``label``.
     """
     header = _read(fp, label, header_only=True)
-    rows, columns = _int_field(header, "Rows"), _int_field(header, "Columns")
+    rows, columns = _count_field(header, "Rows", label), _count_field(header, "Columns", label)
     if not rows or not columns:
         raise UnsupportedImageFormat(
             f"{label}: this DICOM file holds no image (no Rows/Columns); it may be a report or other non-image object"
         )
-    n_frames = max(_int_field(header, "NumberOfFrames", 1) or 1, 1)
+    n_frames = max(_count_field(header, "NumberOfFrames", label) or 1, 1)
     pixels = rows * columns * n_frames
     if pixels > max_pixels:
         raise ImageTooLarge(
@@ -176,7 +196,12 @@ def decode_frame(fp: BinaryIO, label: str, *, frame: int | None, max_pixels: int
     ts_value = meta.get("TransferSyntaxUID") if meta is not None else None
     if not ts_value:
         raise CorruptImage(f"{label}: the DICOM file has no Transfer Syntax UID in its file meta information")
-    syntax = UID(str(ts_value))
+    syntax = UID(str(ts_value).strip())
+    if not (_UID_FORM.match(syntax) and len(syntax) <= 64) or not syntax.is_transfer_syntax:
+        raise UnsupportedImageFormat(
+            f"{label}: the file declares {_shown_syntax(syntax)} as its transfer syntax, which is not a DICOM transfer "
+            "syntax pydicom knows; re-export the file with a standard transfer syntax (e.g. `gdcmconv --raw`)"
+        )
     _check_decoder(syntax, label)
     ds = _read(fp, label, header_only=False)
     if "PixelData" not in ds:
@@ -190,18 +215,16 @@ def decode_frame(fp: BinaryIO, label: str, *, frame: int | None, max_pixels: int
         if "plugins" in str(e):
             raise _missing_decoder(label, syntax, tried=True) from None
         raise CorruptImage(f"{label}: the DICOM pixel data cannot be decoded ({type(e).__name__}); it is truncated or damaged") from None
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError, NotImplementedError) as e:
-        raise CorruptImage(f"{label}: the DICOM pixel data cannot be decoded ({type(e).__name__}: {_technical(e)})") from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError, NotImplementedError, ArithmeticError) as e:
+        # pydicom's message is not shown: it may quote a tag value (e.g. a name where a number belongs).
+        raise CorruptImage(
+            f"{label}: the DICOM pixel data cannot be decoded ({type(e).__name__}); a pixel-module tag (BitsStored, "
+            "PhotometricInterpretation, NumberOfFrames, …) is invalid or the data is truncated"
+        ) from None
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if arr.ndim == 3 and photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom's as_rgb conversion
     return DicomFrame(ds=ds, pixels=arr, index=index, n_frames=n_frames, photometric=photometric)
-
-
-def _technical(exc: Exception) -> str:
-    """A short exception message; pixel-decoding errors only quote sizes and syntaxes."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return text[:200]
 
 
 def _check_decoder(syntax: UID, label: str) -> None:
@@ -211,7 +234,7 @@ def _check_decoder(syntax: UID, label: str) -> None:
         decoder = get_decoder(syntax)
     except NotImplementedError:
         raise MissingDecoder(
-            f"{label}: pixel data is compressed as {syntax.name} ({syntax}), which pydicom {pydicom.__version__} cannot decode "
+            f"{label}: pixel data is compressed as {_shown_syntax(syntax)}, which pydicom {pydicom.__version__} cannot decode "
             "with any plugin; convert the file to an uncompressed transfer syntax (e.g. `gdcmconv --raw`)",
             packages=(),
         ) from None
@@ -229,7 +252,7 @@ def _missing_decoder(label: str, syntax: UID, *, tried: bool) -> MissingDecoder:
     alternative = "" if packages == ("python-gdcm",) else " (or `pip install python-gdcm`)"
     hint = f"; pydicom's plugins and their needs: {options}" if options else ""
     return MissingDecoder(
-        f"{label}: pixel data is compressed as {syntax.name} ({syntax}) and {reason}; "
+        f"{label}: pixel data is compressed as {_shown_syntax(syntax)} and {reason}; "
         f"install a decoder with `pip install {' '.join(packages)}`{alternative}{hint}",
         packages=packages,
     )
@@ -247,19 +270,72 @@ def file_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
     return center, width, function
 
 
-def modality_values(frame: DicomFrame) -> np.ndarray:
-    """Apply the modality LUT to a grayscale frame. Returns (rows, columns) float32 (HU for CT)."""
+_MODALITY_LUT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, ArithmeticError)
+
+
+def modality_values(frame: DicomFrame, label: str = "<dicom>") -> np.ndarray:
+    """Apply the modality LUT to a grayscale frame. Returns (rows, columns) float32 (HU for CT).
+
+    Raises ``CorruptImage`` when RescaleSlope/RescaleIntercept are not numbers or the Modality LUT
+    Sequence is malformed (wrong descriptor, too short a table), or the result is not finite.
+    """
     ds = frame.ds
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
-        return np.asarray(apply_modality_lut(frame.pixels, ds), dtype=np.float32)
-    item = _functional_item(ds, frame.index, "PixelValueTransformationSequence")
-    if item is not None:
-        slope = _first_float(item.get("RescaleSlope"))
-        intercept = _first_float(item.get("RescaleIntercept"))
-        slope = 1.0 if slope is None else slope
-        intercept = 0.0 if intercept is None else intercept
-        return (frame.pixels.astype(np.float64) * slope + intercept).astype(np.float32)
-    return frame.pixels.astype(np.float32)
+    try:
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
+            values = np.asarray(apply_modality_lut(frame.pixels, ds), dtype=np.float64)
+        elif (item := _functional_item(ds, frame.index, "PixelValueTransformationSequence")) is not None:
+            slope = _first_float(item.get("RescaleSlope"))
+            intercept = _first_float(item.get("RescaleIntercept"))
+            slope = 1.0 if slope is None else slope
+            intercept = 0.0 if intercept is None else intercept
+            values = frame.pixels.astype(np.float64) * slope + intercept
+        else:
+            return frame.pixels.astype(np.float32)
+    except _MODALITY_LUT_ERRORS as e:
+        raise CorruptImage(
+            f"{label}: the DICOM modality LUT cannot be applied ({type(e).__name__}): RescaleSlope/RescaleIntercept are "
+            "not numbers or the Modality LUT Sequence is malformed; fix or remove those tags"
+        ) from None
+    if values.shape != frame.pixels.shape or not np.isfinite(values).all() or np.abs(values).max(initial=0) > 3.0e38:
+        raise CorruptImage(
+            f"{label}: the DICOM modality LUT gives non-finite or out-of-range values; RescaleSlope/RescaleIntercept or "
+            "the Modality LUT Sequence are wrong"
+        )
+    return values.astype(np.float32)
+
+
+def _voi_table(ds: Dataset) -> Dataset | None:
+    """The first VOI LUT Sequence item with a usable descriptor and data, else None."""
+    seq = ds.get("VOILUTSequence")
+    if not seq:
+        return None
+    item = seq[0]
+    descriptor = item.get("LUTDescriptor")
+    if descriptor is None or "LUTData" not in item or len(descriptor) != 3:
+        return None
+    return item
+
+
+def voi_table_to_uint8(values: np.ndarray, ds: Dataset, label: str) -> np.ndarray:
+    """Map modality values through the file's VOI LUT table (pydicom's ``apply_voi``), then to 0..255.
+
+    The table's output range is 0 .. 2**bits - 1 with bits the descriptor's third value (PS3.3
+    C.11.2.1.1); it is scaled linearly to 0..255 and rounded half up. Input values are rounded to the
+    nearest integer (the table is indexed by integers) and clipped to the table's input range first.
+    """
+    item = _voi_table(ds)
+    assert item is not None
+    try:
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        entries = entries or 2**16  # PS3.3 C.11.2.1.1: 0 means 65536 entries
+        index = np.clip(np.rint(values), first, first + entries - 1).astype(np.int64)
+        out = apply_voi(index, ds)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OverflowError) as e:
+        raise CorruptImage(
+            f"{label}: the DICOM VOI LUT Sequence cannot be applied ({type(e).__name__}); its LUT Descriptor or LUT Data "
+            "is malformed; remove the sequence or give a window with --window/--preset"
+        ) from None
+    return np.floor(out.astype(np.float64) * (255.0 / (2**bits - 1)) + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def frame_to_rgb(frame: DicomFrame, label: str, *, window: tuple[float, float] | None) -> np.ndarray:
@@ -269,11 +345,13 @@ def frame_to_rgb(frame: DicomFrame, label: str, *, window: tuple[float, float] |
     ignore it (a VOI window is defined for grayscale only).
     """
     if frame.photometric in _GREY and frame.pixels.ndim == 2:
-        values = modality_values(frame)
+        values = modality_values(frame, label)
         if window is not None:
             grey = apply_window(values, window[0], window[1], "LINEAR")
         elif (found := file_window(frame.ds, frame.index)) is not None:
             grey = apply_window(values, *found)
+        elif _voi_table(frame.ds) is not None:
+            grey = voi_table_to_uint8(values, frame.ds, label)
         else:
             grey = minmax_to_uint8(values)
         if frame.photometric == "MONOCHROME1":
@@ -295,7 +373,7 @@ def frame_to_rgb(frame: DicomFrame, label: str, *, window: tuple[float, float] |
         bits = int(descriptor[2]) if descriptor is not None and len(descriptor) == 3 else 8 * rgb.dtype.itemsize
         return np.floor(rgb.astype(np.float64) * (255.0 / (2**bits - 1)) + 0.5).clip(0, 255).astype(np.uint8)
     raise UnsupportedImageFormat(
-        f"{label}: DICOM photometric interpretation {frame.photometric or '(missing)'} with array shape {frame.pixels.shape} "
+        f"{label}: DICOM photometric interpretation {_shown_photometric(frame.photometric)} with array shape {frame.pixels.shape} "
         f"is not supported; supported: {', '.join(_GREY + _COLOUR)}, PALETTE COLOR"
     )
 
@@ -304,16 +382,18 @@ def safe_meta(frame: DicomFrame) -> dict[str, Any]:
     """Technical, non-identifying fields of the file (no patient, study or institution tags)."""
     ds = frame.ds
     found = file_window(ds, frame.index)
-    modality = str(ds.get("Modality", "") or "").strip().upper() or None
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    modality = modality if modality in _MODALITIES else None  # a defined term (CT, MR, DX, …), never free text
     return {
         "modality": modality,
-        "photometric_interpretation": frame.photometric,
+        "photometric_interpretation": _shown_photometric(frame.photometric),
         "rows": int(frame.pixels.shape[0]),
         "columns": int(frame.pixels.shape[1]),
         "frames": frame.n_frames,
         "frame": frame.index,
         "window": (found[0], found[1]) if found else None,
-        "voi_lut_function": found[2] if found else None,
+        "voi_lut_function": (found[2] if found[2] in ("LINEAR", "LINEAR_EXACT", "SIGMOID") else "LINEAR") if found else None,
+        "voi_lut_table": found is None and _voi_table(ds) is not None,
         "rescale_slope": _first_float(ds.get("RescaleSlope")),
         "rescale_intercept": _first_float(ds.get("RescaleIntercept")),
         "units": "HU" if modality == "CT" else "modality values",

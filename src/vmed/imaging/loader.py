@@ -20,6 +20,7 @@ from PIL import Image
 from vmed.constants import DEFAULT_MAX_IMAGE_PIXELS
 from vmed.imaging import dicom, raster
 from vmed.imaging.errors import ImageError, UnsupportedImageFormat
+from vmed.imaging.guard import decoding
 from vmed.imaging.window import resolve_window
 
 __all__ = ["SUPPORTED_FORMATS", "load_image", "load_dicom_hu", "sniff_format"]
@@ -40,6 +41,8 @@ _OTHER_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"ftypheic", 4, "heic"),
     (b"ftypavif", 4, "avif"),
 )
+
+_WHAT = {"png": "PNG image", "jpeg": "JPEG image", "bmp": "BMP image", "tiff": "TIFF image", "dicom": "DICOM file"}
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
@@ -146,10 +149,11 @@ def load_image(
         raise ImageError(f"{label}: frame must be 0 or more, got {frame}")
     with _open(source, label) as fp:
         fmt = _sniff(fp, label)
-        if fmt == "dicom":
-            decoded = dicom.decode_frame(fp, label, frame=frame, max_pixels=max_pixels)
-            return Image.fromarray(dicom.frame_to_rgb(decoded, label, window=resolved))
-        return raster.load_raster(fp, label, fmt, frame=frame, max_pixels=max_pixels)
+        with decoding(label, _WHAT[fmt]):
+            if fmt == "dicom":
+                decoded = dicom.decode_frame(fp, label, frame=frame, max_pixels=max_pixels)
+                return Image.fromarray(dicom.frame_to_rgb(decoded, label, window=resolved))
+            return raster.load_raster(fp, label, fmt, frame=frame, max_pixels=max_pixels)
 
 
 def load_dicom_hu(
@@ -173,7 +177,8 @@ def load_dicom_hu(
         fmt = _sniff(fp, label)
         if fmt != "dicom":
             raise ImageError(f"{label}: is {fmt.upper()}, not DICOM; modality values exist only for DICOM files")
-        decoded = dicom.decode_frame(fp, label, frame=frame, max_pixels=max_pixels)
-    if decoded.pixels.ndim != 2:
-        raise ImageError(f"{label}: is a colour DICOM ({decoded.photometric}); modality values exist only for grayscale images")
-    return dicom.modality_values(decoded), dicom.safe_meta(decoded)
+        with decoding(label, _WHAT[fmt]):
+            decoded = dicom.decode_frame(fp, label, frame=frame, max_pixels=max_pixels)
+            if decoded.pixels.ndim != 2:
+                raise ImageError(f"{label}: is a colour DICOM ({decoded.photometric}); modality values exist only for grayscale images")
+            return dicom.modality_values(decoded, label), dicom.safe_meta(decoded)

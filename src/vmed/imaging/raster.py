@@ -38,6 +38,7 @@ PIL_FORMATS: dict[str, tuple[str, ...]] = {
 """Sniffed format -> the only Pillow plugins allowed to open it."""
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, struct.error, zlib.error)
+# (anything else a damaged file makes Pillow raise is turned into CorruptImage by vmed.imaging.guard.decoding)
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -97,7 +98,10 @@ def load_raster(fp: BinaryIO, label: str, fmt: str, *, frame: int | None, max_pi
         raise CorruptImage(f"{label}: cannot read the {fmt.upper()} header ({type(e).__name__}: {e})") from None
     with im:
         _check_budget(im, label, max_pixels)
-        n_frames = getattr(im, "n_frames", 1)
+        try:
+            n_frames = getattr(im, "n_frames", 1)  # TIFF reads every page's header here
+        except _DECODE_ERRORS as e:
+            raise CorruptImage(f"{label}: the {fmt.upper()} page directory cannot be read ({type(e).__name__}); the file is damaged") from None
         if frame is not None:
             if not 0 <= frame < n_frames:
                 raise ImageError(f"{label}: frame {frame} is out of range; the file has {n_frames} frame(s), numbered 0 to {n_frames - 1}")
