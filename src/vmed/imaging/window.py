@@ -1,5 +1,9 @@
 """Display windowing: from modality values (HU for CT) to 8-bit grey levels.
 
+Why not pydicom's ``apply_windowing``: it reads the window from the dataset and maps to the stored bit
+range (BitsStored, rescale), while vmed needs caller windows and presets mapped to exactly 0..255; the
+formulas below are the same standard's. VOI LUT *tables* do go through pydicom (``dicom.voi_table_to_uint8``).
+
 The VOI window follows DICOM PS3.3 C.11.2.1.2 ("Window Center and Window Width"). With center ``c``,
 width ``w`` (``w >= 1``) and the output range ``[y_min, y_max] = [0, 255]``, the default LINEAR
 function is::
