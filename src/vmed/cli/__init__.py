@@ -34,7 +34,7 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name in ("image", "model", "data", "convert", "train", "evaluate", "chat", "serve"):
+    for name in ("image", "model", "data", "convert", "train", "evaluate", "chat", "serve", "gradio"):
         try:
             importlib.import_module(f"vmed.cli.{name}")
         except ModuleNotFoundError as e:
