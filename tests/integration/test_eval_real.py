@@ -2,39 +2,32 @@
 `vmed data convert --format vqa-rad`) evaluated with the tiny random model: `vmed eval run` then
 `vmed eval score` write predictions, metrics.json, report.md and plots, and a rerun gives identical files.
 
-Skips with the reason when the shared data or the converter is missing. Set VMED_VQA_RAD to point
-elsewhere. Offline: the tiny model is built from config.
+Skips only when the shared data is absent (``real_data``); a converter failure fails the test. Set
+VMED_SHARED_DATA to point elsewhere. Offline: the tiny model is built from config.
 """
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import real_data
 
 from vmed.evaluation.predictions import read_predictions
 
-pytestmark = pytest.mark.integration
-
-VQA_RAD = Path(os.environ.get("VMED_VQA_RAD", Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "vqa-rad"))
+pytestmark = [pytest.mark.integration, pytest.mark.real_data]
 OUTPUTS = ["predictions.jsonl", "metrics.json", "row_scores.jsonl", "report.md", "turn_accuracy.png", "question_type.png"]
 
 
 @pytest.fixture(scope="module")
 def vqa_rad_test(tmp_path_factory) -> Path:
-    if not (VQA_RAD / "testset.json").is_file():
-        pytest.skip(f"VQA-RAD not found at {VQA_RAD} (set VMED_VQA_RAD to the folder holding testset.json and images/)")
-    try:
-        import vmed.cli.convert  # noqa: F401
-    except ModuleNotFoundError:
-        pytest.skip("the converter (vmed.cli.convert, `vmed data convert`) is not available")
+    vqa_rad = real_data("vqa-rad", "testset.json")
     from vmed.cli import main
 
     out = tmp_path_factory.mktemp("vqarad")
-    code = main(["data", "convert", "--format", "vqa-rad", "--input", str(VQA_RAD), "--output", str(out)])
-    if code != 0 or not (out / "test.jsonl").is_file():
-        pytest.skip(f"`vmed data convert --format vqa-rad` failed (exit {code}); cannot build the test split")
+    code = main(["data", "convert", "--format", "vqa-rad", "--input", str(vqa_rad), "--output", str(out)])
+    assert code == 0, f"`vmed data convert --format vqa-rad` failed (exit {code})"
+    assert (out / "test.jsonl").is_file()
     return out / "test.jsonl"
 
 
