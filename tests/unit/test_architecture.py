@@ -72,3 +72,80 @@ def test_module_respects_dependency_direction(path: Path) -> None:
 def test_no_module_is_too_long() -> None:
     long = [f"{p.relative_to(SRC)}: {n} lines" for p in MODULES if (n := len(p.read_text().splitlines())) > 600]
     assert not long, "modules over 600 lines (split them; see the architecture guide):\n" + "\n".join(long)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the vmed modules it imports (at any depth of the file, functions included).
+
+    ``from vmed.a import b`` counts as importing ``vmed.a.b`` when that is a module, else ``vmed.a``.
+    Importing a submodule is not counted as importing its parent package (as import-linter and pydeps
+    count), so a package ``__init__`` that re-exports its modules is no cycle by itself.
+    """
+    names = {_module_name(p): p for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        edges: set[str] = set()
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    edges.add(target if target in names else base)
+        graph[name] = {e for e in edges if e in names and e != name}
+    return graph
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """No module imports itself through others (functions' imports count: they run in the same process)."""
+    graph = _import_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+LONG_FUNCTION_LINES = 80
+
+
+def test_long_functions_say_why() -> None:
+    """A function over ~80 lines carries a `# long: <reason>` comment just above its def (or its decorators)."""
+    unexplained = []
+    for path in MODULES:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                above = lines[first - 2].strip() if first >= 2 else ""
+                if length > LONG_FUNCTION_LINES and not above.startswith("# long:"):
+                    unexplained.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({length} lines)")
+    assert not unexplained, "functions over 80 lines without a `# long:` reason above them:\n" + "\n".join(unexplained)

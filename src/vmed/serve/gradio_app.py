@@ -54,6 +54,13 @@ class ChatState:
     image_url: str | None = None
     turns: list[tuple[str, str]] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
+    transcript_path: Path | None = None
+
+    def close_dialogue(self) -> None:
+        """Keep the current dialogue (if it has turns) for the transcript and start an empty one."""
+        if (rec := self.record()) is not None:
+            self.finished.append(rec)
+        self.turns = []
 
     def record(self) -> dict[str, Any] | None:
         if not self.turns:
@@ -145,45 +152,50 @@ def example_files(folder: Path) -> list[Path]:
     return examples
 
 
-def build_demo(chat: EndpointChat, *, examples_dir: Path | None = None, title: str = "vmed chat") -> Any:
-    """The Gradio Blocks app around ``chat`` (an :class:`EndpointChat`)."""
-    import gradio as gr
-    from openai import OpenAIError
+class _Handlers:
+    """The page's event handlers: each takes the session's ``ChatState`` and returns the new component values."""
 
-    from vmed.imaging import WINDOW_PRESETS, ImageError, load_image
+    def __init__(self, chat: EndpointChat) -> None:
+        import gradio as gr
+        from openai import OpenAIError
 
-    def load(file: str | None, preset: str, state: ChatState):
+        self.gr, self.chat, self.endpoint_errors = gr, chat, (OpenAIError, RuntimeError)
+
+    def load(self, file: str | None, preset: str, state: ChatState):
+        """A new image (or a new window for it) starts a new dialogue."""
+        from vmed.imaging import ImageError, load_image
+
         if file is None:
-            return gr.update(), state, []
+            return self.gr.update(), state, []
         try:
             image = load_image(file, preset=None if preset == NO_PRESET else preset, name=Path(file).name)
         except ImageError as e:
-            raise gr.Error(str(e)) from None
-        if (rec := state.record()) is not None:
-            state.finished.append(rec)
-        state.image_name, state.image_url, state.turns = Path(file).name, _data_url(image), []
+            raise self.gr.Error(str(e)) from None
+        state.close_dialogue()
+        state.image_name, state.image_url = Path(file).name, _data_url(image)
         return image, state, []
 
-    def ask(question: str, history: list, state: ChatState, temperature: float, max_tokens: int):
+    def ask(self, question: str, history: list, state: ChatState, temperature: float, max_tokens: int):
         question = (question or "").strip()
         if not question:
-            raise gr.Error("type a question first")
+            raise self.gr.Error("type a question first")
         if state.image_url is None:
-            raise gr.Error("upload an image first (PNG, JPEG, BMP, TIFF or DICOM)")
-        yield from _answer(question, history, state, temperature, max_tokens, clear_box=True)
+            raise self.gr.Error("upload an image first (PNG, JPEG, BMP, TIFF or DICOM)")
+        yield from self._answer(question, history, state, temperature, max_tokens, clear_box=True)
 
-    def _answer(question: str, history: list, state: ChatState, temperature: float, max_tokens: int, clear_box: bool):
+    def _answer(self, question: str, history: list, state: ChatState, temperature: float, max_tokens: int, clear_box: bool):
+        """Stream one answer into the chat; yields (question box, chat, state)."""
         messages = openai_messages(state.image_url, state.turns, question)
         history = [*history, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-        box = "" if clear_box else gr.update()
+        box = "" if clear_box else self.gr.update()
         yield box, history, state
         text, failed = "", False
         try:
-            for piece in chat.stream(messages, temperature=float(temperature), max_tokens=int(max_tokens)):
+            for piece in self.chat.stream(messages, temperature=float(temperature), max_tokens=int(max_tokens)):
                 text += piece
                 history[-1] = {"role": "assistant", "content": text}
                 yield box, history, state
-        except (OpenAIError, RuntimeError) as e:  # the endpoint's failure is shown in the chat; the session goes on
+        except self.endpoint_errors as e:  # the endpoint's failure is shown in the chat; the session goes on
             failed = True
             history[-1] = {"role": "assistant", "content": f"⚠ {_error_text(e)}"}
             yield question, history, state  # the question goes back into the box, to send again
@@ -194,33 +206,41 @@ def build_demo(chat: EndpointChat, *, examples_dir: Path | None = None, title: s
             history[-1] = {"role": "assistant", "content": "(empty answer)"}
             yield box, history, state
 
-    def retry(history: list, state: ChatState, temperature: float, max_tokens: int):
+    def retry(self, history: list, state: ChatState, temperature: float, max_tokens: int):
         if not state.turns:
-            yield gr.update(), history, state
+            yield self.gr.update(), history, state
             return
         question, _ = state.turns.pop()
-        yield from _answer(question, history[:-2], state, temperature, max_tokens, clear_box=False)
+        yield from self._answer(question, history[:-2], state, temperature, max_tokens, clear_box=False)
 
-    def undo(history: list, state: ChatState):
+    def undo(self, history: list, state: ChatState):
         if not state.turns:
-            return gr.update(), history, state
+            return self.gr.update(), history, state
         question, _ = state.turns.pop()
         return question, history[:-2], state
 
-    def transcript(state: ChatState) -> str | None:
+    def reset(self, state: ChatState):
+        state.close_dialogue()
+        return [], state
+
+    def transcript(self, state: ChatState) -> str | None:
+        """Rewrite the session's transcript file (one dialogue record per image); None while it is empty."""
         records = [*state.finished, *([r] if (r := state.record()) else [])]
         if not records:
             return None
-        path = Path(tempfile.mkdtemp(prefix="vmed-gradio-")) / "transcript.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        return str(path)
+        if state.transcript_path is None:
+            state.transcript_path = Path(tempfile.mkdtemp(prefix="vmed-gradio-")) / "transcript.jsonl"
+        state.transcript_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        return str(state.transcript_path)
 
-    def reset(state: ChatState):
-        if (rec := state.record()) is not None:
-            state.finished.append(rec)
-        state.turns = []
-        return [], state
 
+def build_demo(chat: EndpointChat, *, examples_dir: Path | None = None, title: str = "vmed chat") -> Any:
+    """The Gradio Blocks app around ``chat`` (an :class:`EndpointChat`): the layout and its event wiring."""
+    import gradio as gr
+
+    from vmed.imaging import WINDOW_PRESETS
+
+    on = _Handlers(chat)
     with gr.Blocks(title=title) as demo:
         state = gr.State(ChatState())
         gr.Markdown(f"## {title}\nEndpoint `{chat.base_url}`. Images are windowed by vmed before they are sent.")
@@ -244,17 +264,17 @@ def build_demo(chat: EndpointChat, *, examples_dir: Path | None = None, title: s
                     download = gr.DownloadButton("Download transcript", elem_id="vmed-download")
         # After every change of the dialogue the transcript file is rewritten, so one click downloads it.
         events = [
-            file.change(load, [file, preset, state], [preview, state, chatbot]),
-            preset.change(load, [file, preset, state], [preview, state, chatbot]),
-            asking := question.submit(ask, [question, chatbot, state, temperature, max_tokens], [question, chatbot, state]),
-            retrying := chatbot.retry(retry, [chatbot, state, temperature, max_tokens], [question, chatbot, state]),
-            chatbot.undo(undo, [chatbot, state], [question, chatbot, state]),
-            clear.click(reset, [state], [chatbot, state]),
-            chatbot.clear(reset, [state], [chatbot, state]),
+            file.change(on.load, [file, preset, state], [preview, state, chatbot]),
+            preset.change(on.load, [file, preset, state], [preview, state, chatbot]),
+            asking := question.submit(on.ask, [question, chatbot, state, temperature, max_tokens], [question, chatbot, state]),
+            retrying := chatbot.retry(on.retry, [chatbot, state, temperature, max_tokens], [question, chatbot, state]),
+            chatbot.undo(on.undo, [chatbot, state], [question, chatbot, state]),
+            clear.click(on.reset, [state], [chatbot, state]),
+            chatbot.clear(on.reset, [state], [chatbot, state]),
         ]
         for event in events:
-            event.then(transcript, [state], [download])
-        stop.click(None, None, None, cancels=[asking, retrying]).then(transcript, [state], [download])
+            event.then(on.transcript, [state], [download])
+        stop.click(None, None, None, cancels=[asking, retrying]).then(on.transcript, [state], [download])
     return demo
 
 
