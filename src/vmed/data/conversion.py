@@ -72,7 +72,7 @@ class ConvertJob:
     format: str
     input: Path
     output: Path
-    options: ConvertOptions = field(default_factory=ConvertOptions)
+    options: ConvertOptions = field(default_factory=ConvertOptions)  # type: ignore[assignment]  # None -> defaults
     """What the dataset converter acts on (language, frames, split, image root)."""
     summarizer: "Summarizer | None" = None
     """None: the template summarizer."""
@@ -84,6 +84,10 @@ class ConvertJob:
     seed: int = 0
     """Seed of the validation carve."""
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.options is None:  # convert(..., options=None) means the defaults
+            object.__setattr__(self, "options", ConvertOptions())
 
     def check(self, formats: Iterable[str]) -> None:
         """Raise UserInputError for an option or path that cannot work, before anything is written."""
