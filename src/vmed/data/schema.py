@@ -24,6 +24,7 @@ __all__ = [
     "Problem",
     "read_jsonl",
     "iter_jsonl",
+    "iter_jsonl_lenient",
     "iter_json_lines",
     "write_jsonl",
     "JsonlWriter",
@@ -140,6 +141,19 @@ class Dialogue:
         )
 
 
+def _parse_line(raw: bytes, first: bool) -> tuple[Any, str | None, bool]:
+    """One JSON line -> (object, None, False), or (None, the fault, whether it is a JSON syntax error)."""
+    try:
+        text = raw.rstrip(b"\r\n").decode("utf-8")  # per line, so that a column counts within the line
+        return json.loads(text.removeprefix("\ufeff") if first else text), None, False
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text (byte {e.start} of the line); save the file as UTF-8", False
+    except RecursionError:
+        return None, "JSON nested too deeply to parse", False
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at column {e.colno})", True
+
+
 def iter_json_lines(
     path: str | os.PathLike, error: Callable[[str], Exception] = RecordError, last_line_hint: str | None = None
 ) -> Iterator[tuple[int, str, Any]]:
@@ -157,17 +171,12 @@ def iter_json_lines(
             if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                text = raw.rstrip(b"\r\n").decode("utf-8")  # per line, so that an error's column counts within it
-                obj = json.loads(text.removeprefix("\ufeff") if lineno == 1 else text)
-            except UnicodeDecodeError as e:
-                raise error(f"{where}: not UTF-8 text (byte {e.start} of the line). Save the file as UTF-8.") from None
-            except RecursionError:
-                raise error(f"{where}: JSON nested too deeply to parse. Fix or remove that line.") from None
-            except json.JSONDecodeError as e:
+            obj, fault, syntax = _parse_line(raw, lineno == 1)
+            if syntax:
                 last = last_line_hint is not None and not any(rest.strip() for rest in f)
-                hint = last_line_hint if last else "Fix or remove that line."
-                raise error(f"{where}: not valid JSON ({e.msg} at column {e.colno}). {hint}") from None
+                raise error(f"{where}: {fault}. {last_line_hint if last else 'Fix or remove that line.'}")
+            if fault:
+                raise error(f"{where}: {fault}. Fix or remove that line.")
             yield lineno, where, obj
 
 
@@ -175,6 +184,24 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Dialogue]:
     """Stream Dialogues from a JSONL file; blank lines are skipped. Raises RecordError naming file:line."""
     for _, where, obj in iter_json_lines(path):
         yield Dialogue.from_dict(obj, where=where)
+
+
+def iter_jsonl_lenient(path: str | os.PathLike) -> Iterator[Dialogue | RecordError]:
+    """Like ``iter_jsonl``, but a line that is not a valid record is yielded as its RecordError and reading goes on."""
+    path = Path(path)
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            obj, fault, _ = _parse_line(raw, lineno == 1)
+            if fault:
+                yield RecordError(f"{where}: {fault}")
+                continue
+            try:
+                yield Dialogue.from_dict(obj, where=where)
+            except RecordError as e:
+                yield e
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Dialogue]:
