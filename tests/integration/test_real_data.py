@@ -37,7 +37,8 @@ def vqa_rad(tmp_path_factory):
     for name, frames, policy in (("keep", False, "keep"), ("frames", True, "keep"), ("disjoint", False, "image-disjoint"),
                                  ("disjoint_frames", True, "image-disjoint")):
         out = base / name
-        rep = convert("vqa-rad", VQA_RAD, out, split_policy=policy, options=ConvertOptions(include_frames=frames), progress=False)
+        rep = convert("vqa-rad", VQA_RAD, out, split_policy=policy, options=ConvertOptions(include_frames=frames),
+                      validation_fraction=0, progress=False)  # the official train/test split, as counted
         runs[name] = (rep, out)
     return runs
 
@@ -91,6 +92,28 @@ def test_vqa_rad_summaries_use_only_dialogue_words(vqa_rad):
         extra = {w for w in words - source - glue if not any(w.startswith(s) for s in source)}
         assert not extra, (d.id, d.summary, extra)
         assert 1 <= len(d.summary.split()) <= 60 and d.summary.endswith(".")
+
+
+def test_vqa_rad_validation_carved_from_train_by_image(tmp_path):
+    _need(VQA_RAD)
+    rep = convert("vqa-rad", VQA_RAD, tmp_path / "carve", progress=False)  # default: 0.1 of the train-only images
+    v = rep.validation
+    assert (v["candidates"], v["images"], v["fraction"], v["seed"]) == (111, 11, 0.1, 0)  # 313 train images, 202 also in test
+    assert rep.splits["validation"]["records"] == 11 and rep.splits["validation"]["rows_kept"] == v["rows"]
+    assert rep.splits["train"]["records"] == 302
+    assert rep.splits["train"]["rows_kept"] + v["rows"] == 1794  # no row lost, none duplicated
+    train = read_jsonl(tmp_path / "carve" / "train.jsonl")
+    val = read_jsonl(tmp_path / "carve" / "validation.jsonl")
+    assert sorted(d.meta["image_key"] for d in val) == v["list"]
+    assert not {d.meta["image_key"] for d in val} & {d.meta["image_key"] for d in train}
+    assert compute_stats(tmp_path / "carve")["leaks"]["split_pairs"] == {"train/test": 202}  # none with validation
+    again = convert("vqa-rad", VQA_RAD, tmp_path / "again", progress=False)
+    assert (tmp_path / "again" / "validation.jsonl").read_text() == (tmp_path / "carve" / "validation.jsonl").read_text()
+    other = convert("vqa-rad", VQA_RAD, tmp_path / "seed1", seed=1, progress=False)
+    assert other.validation["images"] == 11 and other.validation["list"] != v["list"]
+    dj = convert("vqa-rad", VQA_RAD, tmp_path / "dj", split_policy="image-disjoint", progress=False)
+    assert dj.validation["candidates"] == 111 and dj.splits["train"]["records"] == 100
+    assert compute_stats(tmp_path / "dj")["leaks"]["images"] == 0
 
 
 def test_slake_annotations_without_images(tmp_path):

@@ -10,7 +10,7 @@ from _fixtures_data import build_roco, llava_record, make_image
 from vmed.constants import SUMMARY_PROMPT
 from vmed.data.build import convert
 from vmed.data.converters import ConvertOptions, DataFormatError
-from vmed.data.converters.base import iter_json_array
+from vmed.data.converters.reading import iter_json_array
 from vmed.data.schema import read_jsonl
 
 
@@ -68,13 +68,42 @@ def test_llava_conversations(tmp_path):
     assert rep.missing_images_kept["count"] == 1
 
 
-def test_llava_bad_record_names_element(tmp_path):
+def test_llava_bad_records_are_skipped_and_named(tmp_path):
     p = tmp_path / "x.json"
     p.write_text(json.dumps([llava_record("ok", None, [("q", "a")]),
-                             {"id": "bad", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}]))
-    with pytest.raises(DataFormatError, match=r"x\.json, element 1: conversations\[0\] must be from 'human'"):
-        convert("llava", p, tmp_path / "out", allow_missing_images=True, progress=False)
-    assert not (tmp_path / "out" / "train.jsonl").exists()  # no half-written output
+                             {"id": "bad", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
+                             {"id": "multi", "image": ["a.png", "b.png"], "conversations": []}, "text"]))
+    rep = convert("llava", p, tmp_path / "out", allow_missing_images=True, progress=False)
+    assert [r.id for r in read_jsonl(tmp_path / "out" / "train.jsonl")] == ["ok"]
+    train = rep.splits["train"]
+    assert train["rows_read"] == 4 and train["rows_kept"] == 1 and train["skipped"] == {"bad_record": 3}
+    assert train["skipped_examples"]["bad_record"] == [
+        f"{p}, element 1: conversations[0] must be from 'human' and [1] from 'gpt' (found 'gpt', 'human')",
+        f"{p}, element 2: field 'image' holds a list; expected one path",
+        f"{p}, element 3: expected an object with id, image, conversations"]
+    p.write_text(json.dumps([{"id": "bad", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}]))
+    with pytest.raises(DataFormatError, match=r"x\.json, element 0: conversations\[0\] must be from 'human'"):
+        convert("llava", p, tmp_path / "out2", allow_missing_images=True, progress=False)
+    assert not (tmp_path / "out2" / "train.jsonl").exists()  # no half-written output
+
+
+def test_llava_jsonl_bad_lines_cost_only_themselves(tmp_path):
+    good = [json.dumps(llava_record(f"r{i}", None, [("What is shown?", f"answer {i}")])).encode() for i in range(3)]
+    lines = [good[0], b'{"id": "cut", "conversations": [', '{"id": "é"}'.encode("latin-1"), good[1],
+             b"[" * 50_000 + b"]" * 50_000, good[2]]
+    p = tmp_path / "train.jsonl"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    rep = convert("llava", p, tmp_path / "out", allow_missing_images=True, progress=False)
+    assert [r.id for r in read_jsonl(tmp_path / "out" / "train.jsonl")] == ["r0", "r1", "r2"]
+    train = rep.splits["train"]
+    assert train["skipped"] == {"bad_json": 2, "not_utf8": 1} and train["rows_read"] == 6
+    ex = train["skipped_examples"]
+    assert ex["bad_json"] == [f"{p}, line 2: not valid JSON (Expecting value at column 33)",
+                              f"{p}, line 5: JSON nested too deeply to parse"]
+    assert ex["not_utf8"] == [f"{p}, line 3: not UTF-8 text (byte 8 of the line)"]
+    p.write_bytes("\n".join(['{"id": "é"}'] * 3).encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"line 1: not UTF-8 text.*Not one record of"):
+        convert("llava", p, tmp_path / "out2", progress=False)
 
 
 def test_roco_captions(tmp_path):
@@ -113,11 +142,16 @@ def test_alignment_json_becomes_describe_records(tmp_path):
     assert r.source == "roco"
 
 
-def test_fast_record_dict_matches_schema():
-    from vmed.data.converters.streaming import _record_dict
-    from vmed.data.schema import Dialogue, Turn
+def test_record_json_keeps_its_shape_and_lone_surrogates_round_trip(tmp_path):
+    from vmed.data.schema import Dialogue, Turn, write_jsonl
 
     d = Dialogue(id="x", image="a.png", turns=[Turn("q", "a", "open", "PRES", "7", ["b"]), Turn("q2", "yes", "closed")],
                  source="llava", split="test", summary=None, meta={"k": 1})
-    assert _record_dict(d) == d.to_dict()
-    assert json.dumps(_record_dict(d)) == d.to_json()
+    assert d.to_dict() == {"id": "x", "source": "llava", "split": "test", "image": "a.png",
+                           "turns": [{"question": "q", "answer": "a", "answer_type": "open", "question_type": "PRES",
+                                      "qid": "7", "alternatives": ["b"]},
+                                     {"question": "q2", "answer": "yes", "answer_type": "closed"}],
+                           "summary": None, "meta": {"k": 1}}
+    d.turns[0].question = "x \ud800"
+    write_jsonl(tmp_path / "s.jsonl", [d])
+    assert read_jsonl(tmp_path / "s.jsonl")[0].turns[0].question == "x \ud800"

@@ -28,9 +28,15 @@ def test_categories_order_and_alternatives(tmp_path):
     assert test.image.endswith("VQAMed2019_Test_Images/synpic300.jpg")
 
 
-def test_bad_line_names_file_and_line(tmp_path):
+def test_bad_lines_are_skipped_and_named(tmp_path):
     root = build_vqa_med_2019(tmp_path / "vqamed")
     f = root / "ImageClef-2019-VQA-Med-Training" / "QAPairsByCategory" / "C2_Plane_train.txt"
-    f.write_text("synpic100|what plane is this?|axial\nsynpic101 which plane\n")
-    with pytest.raises(DataFormatError, match=r"C2_Plane_train\.txt, row 2: expected 3 fields"):
-        convert("vqa-med-2019", root, tmp_path / "out", progress=False)
+    f.write_bytes(b"synpic100|what plane is this?|axial\nsynpic101 which plane\nsynpic101|which plane?|sagittal \xe9\n")
+    rep = convert("vqa-med-2019", root, tmp_path / "out", progress=False)
+    train = rep.splits["train"]
+    assert train["skipped"] == {"bad_row": 1, "not_utf8": 1} and train["rows_kept"] == 5
+    assert train["skipped_examples"]["bad_row"] == [f"{f}, line 2: expected 3 fields 'imageid|question|answer', found 1"]
+    assert train["skipped_examples"]["not_utf8"] == [f"{f}, line 3: not UTF-8 text (byte 32 of the line)"]
+    f.write_text("synpic101 which plane\n")
+    with pytest.raises(DataFormatError, match=r"C2_Plane_train\.txt, line 1: expected 3 fields.*Not one line of"):
+        convert("vqa-med-2019", root, tmp_path / "out2", progress=False)

@@ -10,6 +10,7 @@ from _fixtures_data import build_vqa_rad_mevf, build_vqa_rad_official
 from vmed.data.build import convert
 from vmed.data.converters import ConvertOptions, DataFormatError
 from vmed.data.schema import read_jsonl, resolve_image, validate_file
+from vmed.errors import UserInputError
 
 
 @pytest.fixture()
@@ -130,12 +131,58 @@ def test_official_layout_split_from_phrase_type(tmp_path):
     assert rep.leaks["images"] == 0
 
 
-def test_bad_rows_name_file_row_and_field(mevf, tmp_path):
+def test_bad_row_is_skipped_and_named_the_rest_is_kept(mevf, tmp_path):
+    good = convert("vqa-rad", mevf, tmp_path / "good", progress=False)
     rows = json.loads((mevf / "trainset.json").read_text())
-    del rows[3]["question"]
+    del rows[3]["question"]  # qid 4, the MODALITY question of synpic1
+    rows.insert(0, ["not", "an", "object"])
     (mevf / "trainset.json").write_text(json.dumps(rows))
-    with pytest.raises(DataFormatError, match=r"trainset\.json, row 3: missing field 'question'"):
+    rep = convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+    train = rep.splits["train"]
+    assert train["skipped"]["bad_row"] == 2 and train["rows_read"] == 12
+    assert train["rows_kept"] == good.splits["train"]["rows_kept"] - 1
+    assert train["rows_read"] == train["rows_kept"] + sum(train["skipped"].values())
+    assert train["skipped_examples"]["bad_row"] == [
+        f"{mevf / 'trainset.json'}, row 0: expected an object with image_name, question, answer",
+        f"{mevf / 'trainset.json'}, row 4: missing field 'question' (VQA-RAD rows have image_name, question, answer, ...)"]
+    img1 = _by_image(read_jsonl(tmp_path / "out" / "train.jsonl"))["synpic1.jpg"]
+    assert [t.qid for t in img1.turns] == ["1", "3", "2"]
+    assert (tmp_path / "out" / "test.jsonl").read_text() == (tmp_path / "good" / "test.jsonl").read_text()
+
+
+def test_input_level_faults_are_one_error(mevf, tmp_path):
+    (mevf / "trainset.json").write_text(json.dumps([{"image": "x.jpg"}, 7]))
+    with pytest.raises(DataFormatError, match=r"trainset\.json, row 0: missing field 'image_name'.*Not one row of"):
         convert("vqa-rad", mevf, tmp_path / "out", progress=False)
     (mevf / "trainset.json").write_text("[{not json")
     with pytest.raises(DataFormatError, match=r"trainset\.json: not valid JSON"):
         convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+    (mevf / "trainset.json").write_text('{"rows": []}')
+    with pytest.raises(DataFormatError, match=r"trainset\.json: expected a list of question rows, got dict"):
+        convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+    (mevf / "trainset.json").write_bytes('[{"image_name": "é"}]'.encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"trainset\.json: not UTF-8 text"):
+        convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+    (mevf / "trainset.json").write_text("[]".encode("utf-16").decode("latin-1"), encoding="latin-1")
+    with pytest.raises(DataFormatError, match=r"trainset\.json: UTF-16 text"):
+        convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+
+
+def test_deeply_nested_row_costs_only_itself(mevf, tmp_path):
+    rows = json.loads((mevf / "trainset.json").read_text())
+    text = json.dumps(rows)
+    deep = "[" * 100_000 + "]" * 100_000
+    (mevf / "trainset.json").write_text(text[:-1] + ", " + deep + ', {"a": "]}"}]')
+    rep = convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+    assert rep.splits["train"]["skipped"]["bad_row"] == 2
+    assert rep.splits["train"]["skipped_examples"]["bad_row"][0].endswith("row 11: JSON nested too deeply to parse")
+    assert rep.splits["train"]["rows_kept"] == 5
+
+
+def test_output_that_is_a_file_is_refused(mevf, tmp_path):
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(UserInputError, match=r"--output .*out: is a file; give a folder"):
+        convert("vqa-rad", mevf, tmp_path / "out", progress=False)
+    with pytest.raises(UserInputError, match=r"out is a file, so the folder cannot be made there"):
+        convert("vqa-rad", mevf, tmp_path / "out" / "sub", progress=False)
+    assert (tmp_path / "out").read_text() == "x"

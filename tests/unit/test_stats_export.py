@@ -9,7 +9,7 @@ from _fixtures_data import build_vqa_rad_mevf
 
 from vmed.cli import main
 from vmed.data.build import convert
-from vmed.data.converters.base import iter_json_array
+from vmed.data.converters.reading import iter_json_array
 from vmed.data.export import export
 from vmed.data.schema import read_jsonl, resolve_image
 from vmed.data.stats import compute_stats, format_stats

@@ -195,7 +195,7 @@ BAD = {
 def test_real_vqa_rad_summaries_read_cleanly(tmp_path):
     if not REAL_VQA_RAD.is_dir():
         pytest.skip(f"real VQA-RAD not found at {REAL_VQA_RAD}")
-    convert("vqa-rad", REAL_VQA_RAD, tmp_path / "out", options=None, progress=False)
+    convert("vqa-rad", REAL_VQA_RAD, tmp_path / "out", options=None, validation_fraction=0, progress=False)
     records = read_jsonl(tmp_path / "out" / "train.jsonl") + read_jsonl(tmp_path / "out" / "test.jsonl")
     assert len(records) == 516
     qa_fallbacks = 0

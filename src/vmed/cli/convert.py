@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +32,9 @@ def convert_cmd(
     lang: str = typer.Option("en", help="SLAKE question language: en | zh | all."),
     include_frames: bool = typer.Option(False, "--include-frames", help="VQA-RAD MEVF: keep the templated 'frame' rows."),
     allow_missing_images: bool = typer.Option(False, "--allow-missing-images", help="Keep records whose image is missing/unreadable (flagged in report.json)."),
-    copy_images: bool = typer.Option(False, "--copy-images", help="Copy images into OUTPUT/images instead of referring to them."),
+    copy_images: bool = typer.Option(False, "--copy-images", help="Copy images into OUTPUT/images instead of referring to them (names that would land outside it are skipped)."),
+    validation_fraction: float = typer.Option(0.1, help="Datasets without a validation split (VQA-RAD, PathVQA without val, parquet): share of train images carved into validation.jsonl, by image; 0 disables."),
+    seed: int = typer.Option(0, help="Seed of the validation carve."),
     split: Optional[str] = typer.Option(None, help="Split for inputs that carry none (llava, roco JSON); default train."),
     image_root: Optional[Path] = typer.Option(None, help="llava/roco JSON: folder the image paths are relative to (default: the JSON's folder)."),
     llm_url: Optional[str] = typer.Option(None, help="llm summarizer: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
@@ -41,17 +44,20 @@ def convert_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Convert a medical VQA / caption / conversation dataset into per-image dialogue records."""
-    from vmed.data.build import convert
-    from vmed.data.converters import ConvertOptions
+    from vmed.data.build import ConvertJob, run
+    from vmed.data.converters import CONVERTERS, ConvertOptions
     from vmed.data.converters.base import SPLIT_ALIASES
 
     if split is not None and split not in SPLIT_ALIASES:
         raise UserInputError(f"--split {split!r}: use train, validation or test")
     opts = ConvertOptions(lang=lang, include_frames=include_frames, split=SPLIT_ALIASES.get(split) if split else None,
                           image_root=image_root)
+    job = ConvertJob(format=format, input=input, output=output, options=opts, split_policy=split_policy,
+                     allow_missing_images=allow_missing_images, copy_images=copy_images,
+                     validation_fraction=validation_fraction, seed=seed, progress=not quiet)
+    job.check(CONVERTERS)  # before the summarizer opens its cache in the output folder
     summ = _summarizer(summarizer, output, llm_url, llm_model, llm_prompt, summary_max_words)
-    report = convert(format, input, output, summarizer=summ, split_policy=split_policy, options=opts,
-                     allow_missing_images=allow_missing_images, copy_images=copy_images, progress=not quiet)
+    report = run(replace(job, summarizer=summ))
     for line in report.lines():
         typer.echo(line)
     for w in report.warnings:
@@ -101,5 +107,9 @@ def export_cmd(
     """Export dialogue records for other trainers (LLaVA, LLaMA-Factory, ms-swift)."""
     from vmed.data.export import export
 
-    n = export(path, to, output)
+    skipped: list[str] = []
+    n = export(path, to, output, skipped=skipped)
     typer.echo(f"wrote {n} records to {output}")
+    if skipped:
+        typer.secho(f"warning: skipped {len(skipped)} lines that are not valid records (first: {skipped[0]})",
+                    fg=typer.colors.YELLOW, err=True)

@@ -8,7 +8,8 @@
   "content": "A1"}, ...], "images": ["path"]}``.
 
 Image paths are rewritten relative to the output file's folder (absolute if on another drive).
-Records are streamed; the output is written to a temporary file and renamed at the end.
+Records are streamed; the output is written to a temporary file and renamed at the end. A line that is
+not a valid record is skipped and named (``skipped``); a file with no valid record at all is an error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vmed.constants import IMAGE_TOKEN
-from vmed.data.schema import Dialogue, iter_jsonl, resolve_image
+from vmed.data.schema import Dialogue, RecordError, iter_jsonl_lenient, resolve_image
 from vmed.errors import UserInputError
 
 __all__ = ["export", "to_llava", "to_messages", "EXPORT_FORMATS"]
@@ -62,13 +63,19 @@ def to_messages(d: Dialogue, image: str | None) -> dict[str, Any]:
     return {"messages": messages, "images": [image] if image else []}
 
 
-def export(src: str | os.PathLike, to: str, output: str | os.PathLike) -> int:
-    """Export the records of ``src`` (a dialogue JSONL file) to ``output``; return the number written."""
+def export(src: str | os.PathLike, to: str, output: str | os.PathLike, skipped: list[str] | None = None) -> int:
+    """Export the records of ``src`` (a dialogue JSONL file) to ``output``; return the number written.
+
+    Lines that are not valid records are left out; their messages (file:line: fault) go in ``skipped``.
+    """
     if to not in EXPORT_FORMATS:
         raise UserInputError(f"--to {to!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     src, out = Path(src), Path(output)
     if not src.is_file():
         raise UserInputError(f"{src}: no such file (export reads one dialogue JSONL file, e.g. DIR/train.jsonl)")
+    if out.is_dir():
+        raise UserInputError(f"--output {out}: is a folder; give a file name, e.g. {out / 'train_llava.json'}")
+    bad = skipped if skipped is not None else []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     n = 0
@@ -76,7 +83,10 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike) -> int:
         with tmp.open("w", encoding="utf-8") as f:
             if to == "llava":
                 f.write("[\n")
-            for d in iter_jsonl(src):
+            for d in iter_jsonl_lenient(src):
+                if isinstance(d, RecordError):
+                    bad.append(str(d))
+                    continue
                 image = _image_for(d, src, out)
                 if to == "llava":
                     f.write((",\n" if n else "") + json.dumps(to_llava(d, image), ensure_ascii=False))
@@ -85,6 +95,8 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike) -> int:
                 n += 1
             if to == "llava":
                 f.write("\n]\n")
+        if bad and not n:
+            raise UserInputError(f"{bad[0]}; not one of the {len(bad)} lines of {src} is a valid dialogue record")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

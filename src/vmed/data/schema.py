@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from vmed.constants import ANSWER_TYPES
+from vmed.errors import UserInputError
 
 __all__ = [
     "Turn",
@@ -23,6 +24,7 @@ __all__ = [
     "Problem",
     "read_jsonl",
     "iter_jsonl",
+    "iter_jsonl_lenient",
     "iter_json_lines",
     "write_jsonl",
     "JsonlWriter",
@@ -31,8 +33,8 @@ __all__ = [
 ]
 
 
-class RecordError(ValueError):
-    """A record that does not follow the schema. The message names the file, line and field."""
+class RecordError(UserInputError):
+    """A record that does not follow the schema. The message names the file, line and field (CLI exit 2)."""
 
 
 @dataclass
@@ -48,8 +50,16 @@ class Turn:
     """Other accepted answers (e.g. VQA-Med 2019 ``#`` alternatives), used only for scoring."""
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if v is not None}
+        """The turn's fields, None ones left out (built by hand: ``dataclasses.asdict`` deep-copies, and the
+        streamed conversions write 500K records)."""
+        d: dict[str, Any] = {"question": self.question, "answer": self.answer, "answer_type": self.answer_type}
+        for k in ("question_type", "qid"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        if self.alternatives is not None:
+            d["alternatives"] = list(self.alternatives)
+        return d
 
 
 @dataclass
@@ -76,7 +86,7 @@ class Dialogue:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        return dumps_line(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "<record>") -> "Dialogue":
@@ -117,6 +127,9 @@ class Dialogue:
         meta = d.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise RecordError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
+        for key in ("image", "summary"):
+            if d.get(key) is not None and not isinstance(d[key], str):
+                raise RecordError(f"{where}: field '{key}' must be a string or null, got {type(d[key]).__name__}")
         return cls(
             id=str(d["id"]),
             image=d.get("image"),
@@ -126,6 +139,19 @@ class Dialogue:
             summary=d.get("summary"),
             meta=dict(meta or {}),
         )
+
+
+def _parse_line(raw: bytes, first: bool) -> tuple[Any, str | None, bool]:
+    """One JSON line -> (object, None, False), or (None, the fault, whether it is a JSON syntax error)."""
+    try:
+        text = raw.rstrip(b"\r\n").decode("utf-8")  # per line, so that a column counts within the line
+        return json.loads(text.removeprefix("\ufeff") if first else text), None, False
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text (byte {e.start} of the line); save the file as UTF-8", False
+    except RecursionError:
+        return None, "JSON nested too deeply to parse", False
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at column {e.colno})", True
 
 
 def iter_json_lines(
@@ -140,17 +166,17 @@ def iter_json_lines(
     follows the bad one (a last line cut short is what an interrupted writer leaves).
     """
     path = Path(path)
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line.rstrip("\n"))  # so that an error's column counts within the line
-            except json.JSONDecodeError as e:
+            obj, fault, syntax = _parse_line(raw, lineno == 1)
+            if syntax:
                 last = last_line_hint is not None and not any(rest.strip() for rest in f)
-                hint = last_line_hint if last else "Fix or remove that line."
-                raise error(f"{where}: not valid JSON ({e.msg} at column {e.colno}). {hint}") from None
+                raise error(f"{where}: {fault}. {last_line_hint if last else 'Fix or remove that line.'}")
+            if fault:
+                raise error(f"{where}: {fault}. Fix or remove that line.")
             yield lineno, where, obj
 
 
@@ -160,9 +186,38 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Dialogue]:
         yield Dialogue.from_dict(obj, where=where)
 
 
+def iter_jsonl_lenient(path: str | os.PathLike) -> Iterator[Dialogue | RecordError]:
+    """Like ``iter_jsonl``, but a line that is not a valid record is yielded as its RecordError and reading goes on."""
+    path = Path(path)
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            obj, fault, _ = _parse_line(raw, lineno == 1)
+            if fault:
+                yield RecordError(f"{where}: {fault}")
+                continue
+            try:
+                yield Dialogue.from_dict(obj, where=where)
+            except RecordError as e:
+                yield e
+
+
 def read_jsonl(path: str | os.PathLike) -> list[Dialogue]:
     """Read every Dialogue of a JSONL file into a list."""
     return list(iter_jsonl(path))
+
+
+def dumps_line(obj: Any) -> str:
+    """One JSON line, UTF-8 as written; text holding a lone surrogate (``"\\ud800"`` in the input JSON, which
+    UTF-8 cannot encode) is written with ASCII escapes instead, so that it round-trips unchanged."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True)
+    return line
 
 
 class JsonlWriter:
@@ -176,7 +231,7 @@ class JsonlWriter:
         self.count = 0
 
     def write(self, record: Dialogue | dict[str, Any]) -> None:
-        line = record.to_json() if isinstance(record, Dialogue) else json.dumps(record, ensure_ascii=False)
+        line = record.to_json() if isinstance(record, Dialogue) else dumps_line(record)
         self._f.write(line + "\n")
         self.count += 1
 

@@ -8,17 +8,18 @@ A converter reads one dataset layout and yields rows; it does no grouping, order
 - ``RecordRow``: a whole record already (LLaVA conversations, ROCO captions). These formats are
   large, so ``build`` streams them one by one and memory does not grow with the input.
 
-A converter counts the rows it drops itself (``Tally.skip``) so that nothing is lost silently.
+A converter counts the rows it drops itself (``Tally.skip``) so that nothing is lost silently; a
+malformed row is skipped and counted too (``Tally.reject``; the tolerant readers are in ``reading``).
+A grouped converter names its records (``record_id``); a streamed one gives each RecordRow its id.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol
 
 from vmed.errors import UserInputError
 
@@ -33,9 +34,8 @@ __all__ = [
     "normalise_answer_type",
     "is_yes_no",
     "find_file",
-    "load_json",
-    "iter_json_array",
-    "iter_question_rows",
+    "image_stem",
+    "record_id",
     "SPLIT_ALIASES",
 ]
 
@@ -161,9 +161,19 @@ class Tally:
             if len(found) < self.max_examples:
                 found.append(where)
 
+    def reject(self, split: str, reason: str, where: str) -> None:
+        """A malformed row: read, and skipped under ``reason``; ``where`` names the file, row and fault."""
+        self.saw(split)
+        self.skip(split, reason, where=where)
+
 
 class Converter(Protocol):
-    """One dataset layout. ``streaming`` converters yield RecordRow, the others QARow."""
+    """One dataset layout. ``streaming`` converters yield RecordRow, the others QARow.
+
+    Grouped (non-streaming) converters also have ``record_id(image_key, variant) -> str`` (the id of the
+    record of one image) and ``carves_validation`` (True when the dataset may come without a validation
+    split, which ``build`` then carves from train).
+    """
 
     name: str
     streaming: bool
@@ -207,97 +217,12 @@ def find_file(folder: Path, names: list[str], what: str) -> Path:
     raise UserInputError(f"{folder}: no {what} found (looked for {', '.join(names)}). Point --input at the dataset folder.")
 
 
-def load_json(path: Path) -> Any:
-    """Parse a JSON file, with an error that names the file and position."""
-    try:
-        with path.open("r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+def image_stem(key: str) -> str:
+    """``"sub/synpic1.jpg"`` -> ``"sub_synpic1"``: the image name without extension, folders joined by ``_``."""
+    stem = key.rsplit(".", 1)[0] if "." in Path(key).name else key
+    return stem.replace("/", "_")
 
 
-def iter_question_rows(file: Path, rows: Any, required: Sequence[str], expected: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(index, row)`` for each row of a dataset file's list of question rows (parsed JSON or pickle).
-
-    Checks that ``rows`` is a list of objects that each have every ``required`` field, and raises
-    DataFormatError naming the file, the row and the field otherwise. ``expected`` ends the missing-field
-    message with what the dataset's rows hold, e.g. ``"SLAKE rows have img_name, question, answer, ..."``.
-    """
-    if not isinstance(rows, list):
-        raise DataFormatError(f"{file}: expected a list of question rows, got {type(rows).__name__}")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DataFormatError.at(file, i, f"expected an object with {', '.join(required)}")
-        for key in required:
-            if key not in row:
-                raise DataFormatError.at(file, i, f"missing field '{key}' ({expected})")
-        yield i, row
-
-
-def iter_json_array(path: Path, chunk_size: int = 1 << 20) -> Iterator[Any]:
-    """Yield the elements of a top-level JSON array one by one, reading ``chunk_size`` characters at a time.
-
-    Memory holds one chunk plus one element, whatever the file size (LLaVA-Med alignment is
-    500K records in one array). Uses ``json.JSONDecoder.raw_decode`` on a sliding buffer.
-    """
-    decoder = json.JSONDecoder()
-    with path.open("r", encoding="utf-8") as f:
-        buf = ""
-        pos = 0
-        eof = False
-
-        def fill() -> bool:
-            nonlocal buf, pos, eof
-            if eof:
-                return False
-            more = f.read(chunk_size)
-            if not more:
-                eof = True
-                return False
-            buf = buf[pos:] + more
-            pos = 0
-            return True
-
-        def skip_ws() -> None:
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(buf) or not fill():
-                    return
-
-        fill()
-        skip_ws()
-        if pos >= len(buf) or buf[pos] != "[":
-            raise DataFormatError(f"{path}: expected a JSON array ('[' at the start of the file)")
-        pos += 1
-        index = 0
-        skip_ws()
-        if pos < len(buf) and buf[pos] == "]":
-            return
-        while True:
-            skip_ws()
-            while True:
-                try:
-                    obj, end = decoder.raw_decode(buf, pos)
-                except json.JSONDecodeError as e:
-                    if fill():
-                        continue
-                    raise DataFormatError(f"{path}: element {index} is not valid JSON ({e.msg})") from None
-                if not eof and (end >= len(buf) or buf[end] not in ",] \t\r\n") and fill():
-                    continue  # a number cut at the chunk boundary ("-1." + "5e-3"): read on
-                break
-            pos = end
-            yield obj
-            index += 1
-            skip_ws()
-            if pos >= len(buf):
-                raise DataFormatError(f"{path}: the array is not closed (file ends after element {index - 1})")
-            if buf[pos] == ",":
-                pos += 1
-                continue
-            if buf[pos] == "]":
-                return
-            raise DataFormatError(f"{path}: expected ',' or ']' after element {index - 1}, found {buf[pos]!r}")
+def record_id(source: str, stem: str, variant: str | None = None) -> str:
+    """``source/stem`` plus ``-variant`` (SLAKE ``--lang all``: one record per image and language)."""
+    return f"{source}/{stem}" + (f"-{variant}" if variant else "")

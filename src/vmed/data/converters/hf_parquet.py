@@ -13,13 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterator
 
-from vmed.data.converters.base import (
-    SPLIT_ALIASES,
-    ConvertOptions,
-    DataFormatError,
-    QARow,
-    Tally,
-)
+from vmed.data.converters.base import SPLIT_ALIASES, ConvertOptions, DataFormatError, QARow, Tally, image_stem, record_id
 from vmed.errors import UserInputError
 
 __all__ = ["HfParquetConverter"]
@@ -38,6 +32,11 @@ def _split_of(file: Path) -> str | None:
 class HfParquetConverter:
     name = "hf-parquet"
     streaming = False
+    carves_validation = True
+    """flaviagiammarino/vqa-rad has train and test only; ``build`` carves validation from train."""
+
+    def record_id(self, image_key: str, variant: str | None) -> str:
+        return record_id(self.name, image_stem(image_key), variant)
 
     def _files(self, path: Path) -> dict[str, list[Path]]:
         files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
@@ -58,6 +57,7 @@ class HfParquetConverter:
 
     def read(self, path: Path, opts: ConvertOptions, tally: Tally) -> Iterator[QARow]:
         try:
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise UserInputError("hf-parquet needs pyarrow: pip install 'vmed[data]'") from None
@@ -69,7 +69,7 @@ class HfParquetConverter:
             for file in files:
                 try:
                     pf = pq.ParquetFile(file)
-                except Exception as e:
+                except (pa.ArrowException, OSError) as e:
                     raise DataFormatError(f"{file}: not a readable parquet file ({e})") from None
                 names = set(pf.schema_arrow.names)
                 for col in ("image", "question", "answer"):
@@ -83,7 +83,7 @@ class HfParquetConverter:
                         tally.saw(split)
                         img = rec["image"]
                         data = img.get("bytes") if isinstance(img, dict) else None
-                        if not data:
+                        if not isinstance(data, bytes) or not data:
                             tally.skip(split, "image_missing", where=f"{file}, row {i}")
                             continue
                         digest = hashlib.sha256(data).hexdigest()
@@ -94,7 +94,7 @@ class HfParquetConverter:
                                 dest.parent.mkdir(parents=True, exist_ok=True)
                                 dest.write_bytes(data)
                             written.add(key)
-                        meta = {"original_path": img["path"]} if img.get("path") else {}
+                        meta = {"original_path": str(img["path"])} if img.get("path") else {}
                         yield QARow.from_raw(
                             split, key, dest, rec["question"], rec["answer"],
                             qid=i,

@@ -10,27 +10,20 @@ or a folder of them. The array is parsed incrementally, so memory does not grow 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 from vmed.constants import IMAGE_TOKEN
-from vmed.data.converters.base import (
-    SPLIT_ALIASES,
-    ConvertOptions,
-    DataFormatError,
-    RecordRow,
-    Tally,
-    iter_json_array,
-    normalise_answer,
-)
+from vmed.data.converters.base import SPLIT_ALIASES, ConvertOptions, DataFormatError, RecordRow, Tally, normalise_answer
+from vmed.data.converters.reading import BadElement, RowGuard, iter_json_array, iter_lines, parse_json_line
 from vmed.errors import UserInputError
 
-__all__ = ["LlavaConverter", "iter_llava_file", "llava_files", "parse_conversation"]
+__all__ = ["LlavaConverter", "iter_llava_file", "llava_files", "parse_conversation", "record_name"]
 
 _HUMAN = {"human", "user"}
 _GPT = {"gpt", "assistant"}
+_TEXT = (str, int, float, bool)
 
 
 def llava_files(path: Path, opts: ConvertOptions) -> dict[str, list[Path]]:
@@ -46,7 +39,7 @@ def llava_files(path: Path, opts: ConvertOptions) -> dict[str, list[Path]]:
 
 
 def parse_conversation(conv: Any, where: str) -> list[tuple[str, str]]:
-    """``conversations`` -> [(question, answer)], with the ``<image>`` token removed."""
+    """``conversations`` -> [(question, answer)], with the ``<image>`` token removed; DataFormatError if malformed."""
     if not isinstance(conv, list) or not conv:
         raise DataFormatError(f"{where}: field 'conversations' must be a non-empty list of {{from, value}} turns")
     turns: list[tuple[str, str]] = []
@@ -59,30 +52,65 @@ def parse_conversation(conv: Any, where: str) -> list[tuple[str, str]]:
                 f"{where}: conversations[{j}] must be from 'human' and [{j + 1}] from 'gpt' "
                 f"(found {h.get('from')!r}, {g.get('from')!r})"
             )
+        if not isinstance(h["value"], _TEXT) or not isinstance(g["value"], _TEXT):
+            raise DataFormatError(f"{where}: conversations[{j}] and [{j + 1}] must have text values")
         question = str(h["value"]).replace(IMAGE_TOKEN, " ")
         turns.append((normalise_answer(question), normalise_answer(g["value"])))
     return turns
 
 
-def iter_llava_file(file: Path, split: str, image_root: Path, tally: Tally) -> Iterator[tuple[int, dict, list, str | None]]:
-    """Yield (index, raw element, turns, image path) for each element of a LLaVA JSON/JSONL file."""
-    elements: Iterator[Any]
+def _elements(file: Path, guard: RowGuard, split: str) -> Iterator[tuple[int, str, Any]]:
+    """(index, where, parsed element) of a .json array or .jsonl file; bad JSONL lines are rejected here."""
+    if file.suffix != ".jsonl":
+        for i, el in enumerate(iter_json_array(file)):
+            yield i, f"{file}, element {i}", el
+        return
+    for i, (lineno, raw) in enumerate(iter_lines(file)):
+        el, reason, message = parse_json_line(raw)
+        if reason is not None:
+            guard.reject(split, reason, f"{file}, line {lineno}", message or reason)
+            continue
+        yield i, f"{file}, line {lineno}", el
+
+
+def iter_llava_file(file: Path, split: str, image_root: Path, tally: Tally) -> Iterator[tuple[int, dict, list, str | None, str]]:
+    """Yield (index, raw element, turns, image path, where) for each usable element of a LLaVA JSON/JSONL file.
+
+    A malformed element (not an object, no usable ``conversations``, an image that is not one path) is
+    rejected (``bad_record``, ``bad_json``, ``not_utf8``) and counted; a file of nothing else is an error.
+    """
     root = str(image_root)
-    if file.suffix == ".jsonl":
-        elements = (json.loads(line) for line in file.open("r", encoding="utf-8") if line.strip())
-    else:
-        elements = iter_json_array(file)
-    for i, el in enumerate(elements):
-        where = f"{file}, element {i}"
+    guard = RowGuard(file, tally, what="record")
+    for i, where, el in _elements(file, guard, split):
+        if isinstance(el, BadElement):
+            guard.reject(split, "bad_json", where, el.message)
+            continue
         if not isinstance(el, dict):
-            raise DataFormatError(f"{where}: expected an object with id, image, conversations")
+            guard.reject(split, "bad_record", where, "expected an object with id, image, conversations")
+            continue
         if "conversations" not in el:
-            raise DataFormatError(f"{where}: missing field 'conversations' (LLaVA records have id, image, conversations)")
-        tally.saw(split)
-        turns = parse_conversation(el["conversations"], where)
+            guard.reject(split, "bad_record", where, "missing field 'conversations' (LLaVA records have id, image, conversations)")
+            continue
         image = el.get("image")
-        path = os.path.join(root, str(image)) if image else None
-        yield i, el, turns, path
+        if image is not None and not isinstance(image, str):
+            guard.reject(split, "bad_record", where, f"field 'image' holds a {type(image).__name__}; expected one path")
+            continue
+        try:
+            turns = parse_conversation(el["conversations"], where)
+        except DataFormatError as e:
+            guard.reject(split, "bad_record", where, str(e).removeprefix(f"{where}: "))
+            continue
+        guard.ok()
+        tally.saw(split)
+        path = os.path.join(root, image) if image else None
+        yield i, el, turns, path, where
+    guard.finish()
+
+
+def record_name(el: dict, file: Path, index: int) -> str:
+    """The element's ``id``, or ``<file stem>-<index>`` where it has none."""
+    rid = el.get("id")
+    return str(rid) if rid is not None and str(rid).strip() else f"{file.stem}-{index}"
 
 
 class LlavaConverter:
@@ -96,16 +124,16 @@ class LlavaConverter:
         for split, files in llava_files(path, opts).items():
             for file in files:
                 root = opts.image_root or file.parent
-                for i, el, turns, image_path in iter_llava_file(file, split, root, tally):
+                for i, el, turns, image_path, where in iter_llava_file(file, split, root, tally):
                     meta = {k: v for k, v in el.items() if k not in ("id", "image", "conversations", "summary")}
                     summary = el.get("summary") if isinstance(el.get("summary"), str) else None
                     yield RecordRow(
                         split=split,
-                        id=str(el.get("id", f"{file.stem}-{i}")),
+                        id=record_name(el, file, i),
                         image_key=str(el["image"]) if el.get("image") else None,
                         image_path=image_path,
                         turns=turns,
                         summary=summary,
                         meta=meta,
-                        where=f"{file}, element {i}",
+                        where=where,
                     )

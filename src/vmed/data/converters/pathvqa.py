@@ -15,13 +15,8 @@ import pickle
 from pathlib import Path
 from typing import Any, Iterator
 
-from vmed.data.converters.base import (
-    ConvertOptions,
-    DataFormatError,
-    QARow,
-    Tally,
-    iter_question_rows,
-)
+from vmed.data.converters.base import ConvertOptions, DataFormatError, QARow, Tally, image_stem, record_id
+from vmed.data.converters.reading import RowGuard, iter_question_rows
 from vmed.errors import UserInputError
 
 __all__ = ["PathVqaConverter", "safe_load_pickle", "UnsafePickleError"]
@@ -81,6 +76,11 @@ def safe_load_pickle(path: Path) -> Any:
 class PathVqaConverter:
     name = "pathvqa"
     streaming = False
+    carves_validation = True
+    """The official release has train/val/test; a copy without val gets one carved from train by ``build``."""
+
+    def record_id(self, image_key: str, variant: str | None) -> str:
+        return record_id(self.name, image_stem(image_key), variant)
 
     def _files(self, path: Path) -> dict[str, Path]:
         if path.is_file():
@@ -103,12 +103,17 @@ class PathVqaConverter:
             root = file.parents[2]
             folder = file.parent.name
             expected = f"PathVQA rows have {', '.join(_REQUIRED)}"
-            for i, row in iter_question_rows(file, safe_load_pickle(file), _REQUIRED, expected):
+            guard = RowGuard(file, tally)
+            for i, row in iter_question_rows(file, safe_load_pickle(file), _REQUIRED, expected, guard, split):
+                image = str(row["image"] if row["image"] is not None else "").strip()
+                if not image:
+                    guard.reject(split, "bad_row", f"{file}, row {i}", "field 'image' is empty", late=True)
+                    continue
                 tally.saw(split)
-                image = str(row["image"]).strip()
                 name = image if Path(image).suffix else f"{image}.jpg"
                 yield QARow.from_raw(
                     split, f"{folder}/{name}", root / "images" / folder / name, row["question"], row["answer"],
                     qid=i,
                     where=f"{file}, row {i}",
                 )
+            guard.finish()

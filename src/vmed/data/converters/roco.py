@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Iterator
 
 from vmed.constants import SUMMARY_PROMPT
-from vmed.data.converters.base import SPLIT_ALIASES, ConvertOptions, DataFormatError, RecordRow, Tally, normalise_answer
-from vmed.data.converters.llava import iter_llava_file, llava_files
+from vmed.data.converters.base import SPLIT_ALIASES, ConvertOptions, RecordRow, Tally, normalise_answer
+from vmed.data.converters.reading import RowGuard, iter_lines
+from vmed.data.converters.llava import iter_llava_file, llava_files, record_name
 from vmed.errors import UserInputError
 
 __all__ = ["RocoConverter"]
@@ -63,37 +64,44 @@ class RocoConverter:
     def _captions(self, file: Path, split: str, tally: Tally) -> Iterator[RecordRow]:
         subset = file.parent.name if file.parent.name.lower() in ("radiology", "non-radiology") else None
         images = str(file.parent / "images")
-        with file.open("r", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                if "\t" not in line:
-                    raise DataFormatError.at(file, lineno, "expected 'ROCO_ID<TAB>caption'")
-                roco_id, caption = line.rstrip("\r\n").split("\t", 1)
-                roco_id = roco_id.strip()
-                tally.saw(split)
-                caption = normalise_answer(caption)
-                yield RecordRow(
-                    split=split,
-                    id=f"roco/{roco_id}",
-                    image_key=f"{roco_id}.jpg",
-                    image_path=os.path.join(images, f"{roco_id}.jpg"),
-                    turns=[(SUMMARY_PROMPT, caption)],
-                    summary=caption or None,
-                    meta={"subset": subset} if subset else {},
-                    where=f"{file}, line {lineno}",
-                )
+        guard = RowGuard(file, tally, what="line")
+        for lineno, raw in iter_lines(file):
+            where = f"{file}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                guard.reject(split, "not_utf8", where, f"not UTF-8 text (byte {e.start} of the line)")
+                continue
+            roco_id, tab, caption = line.partition("\t")
+            roco_id = roco_id.strip()
+            if not tab or not roco_id:
+                guard.reject(split, "bad_row", where, "expected 'ROCO_ID<TAB>caption'")
+                continue
+            guard.ok()
+            tally.saw(split)
+            caption = normalise_answer(caption)
+            yield RecordRow(
+                split=split,
+                id=f"roco/{roco_id}",
+                image_key=f"{roco_id}.jpg",
+                image_path=os.path.join(images, f"{roco_id}.jpg"),
+                turns=[(SUMMARY_PROMPT, caption)],
+                summary=caption or None,
+                meta={"subset": subset} if subset else {},
+                where=where,
+            )
+        guard.finish()
 
     def _alignment(self, file: Path, split: str, opts: ConvertOptions, tally: Tally) -> Iterator[RecordRow]:
         root = opts.image_root or file.parent
-        for i, el, turns, image_path in iter_llava_file(file, split, root, tally):
+        for i, el, turns, image_path, where in iter_llava_file(file, split, root, tally):
             caption = turns[0][1] if turns else ""
             yield RecordRow(
                 split=split,
-                id=str(el.get("id", f"{file.stem}-{i}")),
+                id=record_name(el, file, i),
                 image_key=str(el["image"]) if el.get("image") else None,
                 image_path=image_path,
                 turns=[(SUMMARY_PROMPT, caption)],
                 summary=caption or None,
-                where=f"{file}, element {i}",
+                where=where,
             )

@@ -13,13 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from vmed.data.converters.base import (
-    ConvertOptions,
-    QARow,
-    Tally,
-    iter_question_rows,
-    load_json,
-)
+from vmed.data.converters.base import ConvertOptions, QARow, Tally, image_stem, record_id
+from vmed.data.converters.reading import RowGuard, iter_question_rows, load_json
 from vmed.errors import UserInputError
 
 __all__ = ["SlakeConverter"]
@@ -32,6 +27,14 @@ LANGS = ("en", "zh", "all")
 class SlakeConverter:
     name = "slake"
     streaming = False
+    carves_validation = False
+    """SLAKE ships a validation split (validate.json)."""
+
+    def record_id(self, image_key: str, variant: str | None) -> str:
+        """``xmlab1/source.jpg`` -> ``slake/xmlab1``: every SLAKE image is ``source.jpg`` in its own folder."""
+        folder, _, name = image_key.rpartition("/")
+        stem = folder if folder and name.rsplit(".", 1)[0] == "source" else image_stem(image_key)
+        return record_id(self.name, stem.replace("/", "_"), variant)
 
     def _files(self, path: Path) -> dict[str, Path]:
         if path.is_file():
@@ -52,13 +55,17 @@ class SlakeConverter:
         images = root / "imgs"
         for split, file in files.items():
             expected = f"SLAKE rows have {', '.join(_REQUIRED)}, q_lang, ..."
-            for i, row in iter_question_rows(file, load_json(file), _REQUIRED, expected):
+            guard = RowGuard(file, tally)
+            for i, row in iter_question_rows(file, load_json(file), _REQUIRED, expected, guard, split):
+                name = str(row["img_name"] if row["img_name"] is not None else "").strip()
+                if not name:
+                    guard.reject(split, "bad_row", f"{file}, row {i}", "field 'img_name' is empty", late=True)
+                    continue
                 tally.saw(split)
                 lang = str(row.get("q_lang", "en")).strip().lower()
                 if opts.lang != "all" and lang != opts.lang:
                     tally.skip(split, "other_language")
                     continue
-                name = str(row["img_name"]).strip()
                 meta = {k: str(row[k]).strip() for k in ("location", "modality") if row.get(k)}
                 meta["lang"] = lang
                 qtype = str(row["content_type"]).strip() if row.get("content_type") else None
@@ -70,3 +77,4 @@ class SlakeConverter:
                     variant=lang if opts.lang == "all" else None,
                     where=f"{file}, row {i}",
                 )
+            guard.finish()

@@ -20,7 +20,16 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from vmed.data.converters.base import ConvertOptions, DataFormatError, QARow, Tally, normalise_answer, normalise_answer_type
+from vmed.data.converters.base import (
+    ConvertOptions,
+    QARow,
+    Tally,
+    image_stem,
+    normalise_answer,
+    normalise_answer_type,
+    record_id,
+)
+from vmed.data.converters.reading import RowGuard, iter_lines
 from vmed.errors import UserInputError
 
 __all__ = ["VqaMed2019Converter"]
@@ -38,6 +47,11 @@ def _category(raw: str) -> str:
 class VqaMed2019Converter:
     name = "vqa-med-2019"
     streaming = False
+    carves_validation = False
+    """VQA-Med 2019 ships a validation split."""
+
+    def record_id(self, image_key: str, variant: str | None) -> str:
+        return record_id(self.name, image_stem(image_key), variant)
 
     def _files(self, path: Path) -> dict[str, list[tuple[Path, str | None, int]]]:
         """split -> [(file, category or None, number of fields)]."""
@@ -81,35 +95,48 @@ class VqaMed2019Converter:
         for split, files in self._files(path).items():
             images = self._image_dir(root, split)
             for file, category, nfields in files:
-                with file.open("r", encoding="utf-8-sig") as f:
-                    for lineno, line in enumerate(f, start=1):
-                        line = line.rstrip("\r\n")
-                        if not line.strip():
-                            continue
-                        parts = line.split("|")
-                        if len(parts) != nfields:
-                            layout = "imageid|question|answer" if nfields == 3 else "imageid|category|question|answer"
-                            raise DataFormatError.at(file, lineno, f"expected {nfields} fields '{layout}', found {len(parts)}")
-                        tally.saw(split)
-                        if nfields == 4:
-                            image_id, cat, question, answer_raw = parts
-                            category = _category(cat)
-                        else:
-                            image_id, question, answer_raw = parts
-                        options = [normalise_answer(a) for a in answer_raw.split("#")] if nfields == 4 else [normalise_answer(answer_raw)]
-                        options = [a for a in options if a]
-                        answer = options[0] if options else ""
-                        name = image_id.strip()
-                        name = name if Path(name).suffix else f"{name}.jpg"
-                        yield QARow(
-                            split=split,
-                            image_key=name,
-                            image_path=images / name,
-                            question=normalise_answer(question),
-                            answer=answer,
-                            answer_type=normalise_answer_type(None, answer),
-                            question_type=category,
-                            qid=f"{lineno}" if len(files) == 1 else None,
-                            alternatives=options[1:] if len(options) > 1 else None,
-                            where=f"{file}, line {lineno}",
-                        )
+                yield from self._lines(file, split, category, nfields, images, len(files) == 1, tally)
+
+    def _lines(self, file: Path, split: str, category: str | None, nfields: int, images: Path, qids: bool,
+               tally: Tally) -> Iterator[QARow]:
+        layout = "imageid|question|answer" if nfields == 3 else "imageid|category|question|answer"
+        guard = RowGuard(file, tally, what="line")
+        for lineno, raw in iter_lines(file):
+            where = f"{file}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                guard.reject(split, "not_utf8", where, f"not UTF-8 text (byte {e.start} of the line)")
+                continue
+            parts = line.split("|")
+            if len(parts) != nfields:
+                guard.reject(split, "bad_row", where, f"expected {nfields} fields '{layout}', found {len(parts)}")
+                continue
+            if not parts[0].strip():
+                guard.reject(split, "bad_row", where, "the image id (first field) is empty")
+                continue
+            guard.ok()
+            tally.saw(split)
+            if nfields == 4:
+                image_id, cat, question, answer_raw = parts
+                category = _category(cat)
+            else:
+                image_id, question, answer_raw = parts
+            options = [normalise_answer(a) for a in answer_raw.split("#")] if nfields == 4 else [normalise_answer(answer_raw)]
+            options = [a for a in options if a]
+            answer = options[0] if options else ""
+            name = image_id.strip()
+            name = name if Path(name).suffix else f"{name}.jpg"
+            yield QARow(
+                split=split,
+                image_key=name,
+                image_path=images / name,
+                question=normalise_answer(question),
+                answer=answer,
+                answer_type=normalise_answer_type(None, answer),
+                question_type=category,
+                qid=f"{lineno}" if qids else None,
+                alternatives=options[1:] if len(options) > 1 else None,
+                where=where,
+            )
+        guard.finish()

@@ -14,14 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from vmed.data.converters.base import (
-    ConvertOptions,
-    DataFormatError,
-    QARow,
-    Tally,
-    iter_question_rows,
-    load_json,
-)
+from vmed.data.converters.base import ConvertOptions, QARow, Tally, image_stem, record_id
+from vmed.data.converters.reading import RowGuard, iter_question_rows, load_json
 from vmed.errors import UserInputError
 
 __all__ = ["VqaRadConverter", "normalise_vqa_rad_qtype"]
@@ -44,6 +38,11 @@ def normalise_vqa_rad_qtype(raw: Any) -> str | None:
 class VqaRadConverter:
     name = "vqa-rad"
     streaming = False
+    carves_validation = True
+    """VQA-RAD has train and test only; ``build`` carves a validation split from train (by image)."""
+
+    def record_id(self, image_key: str, variant: str | None) -> str:
+        return record_id(self.name, image_stem(image_key), variant)
 
     def _layout(self, path: Path) -> tuple[str, dict[str, Path], Path]:
         if path.is_file():
@@ -67,21 +66,27 @@ class VqaRadConverter:
         layout, files, images = self._layout(path)
         for file_split, file in files.items():
             expected = f"VQA-RAD rows have {', '.join(_REQUIRED)}, ..."
-            for i, row in iter_question_rows(file, load_json(file), _REQUIRED, expected):
+            guard = RowGuard(file, tally)
+            # the official file's rows carry their split (phrase_type); a malformed one is counted as "unsplit"
+            bad_split = "unsplit" if layout == "official" else file_split
+            for i, row in iter_question_rows(file, load_json(file), _REQUIRED, expected, guard, bad_split):
                 phrase = str(row.get("phrase_type", "")).strip()
                 if layout == "official":
                     if phrase not in _OFFICIAL_SPLIT:
-                        raise DataFormatError.at(
-                            file, i, f"phrase_type {phrase!r} is not one of {sorted(_OFFICIAL_SPLIT)}; it decides the split"
-                        )
+                        guard.reject(bad_split, "bad_row", f"{file}, row {i}",
+                                     f"phrase_type {phrase!r} is not one of {sorted(_OFFICIAL_SPLIT)}; it decides the split", late=True)
+                        continue
                     split = _OFFICIAL_SPLIT[phrase]
                 else:
                     split = file_split
+                name = str(row["image_name"] if row["image_name"] is not None else "").strip()
+                if not name:
+                    guard.reject(split, "bad_row", f"{file}, row {i}", "field 'image_name' is empty", late=True)
+                    continue
                 tally.saw(split)
                 if phrase == "frame" and not opts.include_frames:
                     tally.skip(split, "frame_row")
                     continue
-                name = str(row["image_name"]).strip()
                 meta = {"organ": str(row["image_organ"]).strip()} if row.get("image_organ") else {}
                 yield QARow.from_raw(
                     split, name, images / name, row["question"], row["answer"], row.get("answer_type"),
@@ -90,3 +95,4 @@ class VqaRadConverter:
                     meta=meta,
                     where=f"{file}, row {i}",
                 )
+            guard.finish()
