@@ -84,6 +84,19 @@ def test_ptb_tokenize_equals_pycocoevalcap_and_keeps_rows_aligned():
 
 
 @needs_java
+def test_ptb_tokenize_rows_stay_aligned_on_random_unicode():
+    """Garbage such as a random model writes (control characters, separators, any script): the tokens of a
+    row must not depend on its neighbours, so tokenising the list reversed gives the reversed result."""
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in (*range(0, 0x250), *range(0x2000, 0x2070), 0x3000, 0x4E2D, 0xFEFF, 0x1F600)]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) + " end" for _ in range(200)]
+    forward = coco.ptb_tokenize(texts)
+    backward = coco.ptb_tokenize(texts[::-1])
+    assert forward == backward[::-1]
+    assert all(t.split()[-1:] == ["end"] for t in forward)
+
+
+@needs_java
 def test_summary_metrics_equal_pycocoevalcap_sacrebleu_and_rouge_score_on_raw_text():
     from rouge_score import rouge_scorer
     from sacrebleu.metrics.bleu import BLEU
