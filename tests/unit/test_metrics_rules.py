@@ -1,9 +1,18 @@
-"""Hand-made cases with known values for every answer rule (normalisation, closed, open, VQA-Med 2019),
-including the cases where the three closed-question rules disagree."""
+"""Hand-made cases with known values for every answer rule (normalisation, closed, open, MedEvalKit,
+VQA-Med 2019), including the cases where the three closed-question rules disagree.
+
+The LLaVA-Med and MedEvalKit rules were also checked against those projects' own functions on 20,000 random
+pairs each, in scratch scripts outside the repository (docs/evaluation.md says how)."""
 
 import pytest
 
-from vmed.evaluation.metrics.closed import closed_llava_med, closed_strict, closed_xor
+from vmed.evaluation.metrics.closed import closed_llava_med, closed_strict
+from vmed.evaluation.metrics.medevalkit import (
+    closed_medevalkit,
+    open_exact_match_medevalkit,
+    open_medevalkit,
+    prepare_response_medevalkit,
+)
 from vmed.evaluation.metrics.normalize import (
     expand_vqa_med_alternatives,
     normalize_llava_med,
@@ -51,26 +60,30 @@ def test_parse_response_medevalkit():
     assert parse_response_medevalkit("plain") == "plain"
 
 
-# (prediction, reference, llava_med, strict, xor)
+# (prediction, reference, llava_med, strict, medevalkit)
 CLOSED_CASES = [
     ("no", "no", 1, 1, 1),
     ("Yes, there is.", "yes", 1, 0, 1),  # long answers: only strict says no
-    ("yes and no", "no", 1, 0, 0),  # both words: LLaVA-Med accepts, the xor rule refuses
+    ("yes and no", "no", 1, 0, 0),  # both words: LLaVA-Med accepts, MedEvalKit's exactly-one rule refuses
     ("nodule present", "no", 1, 0, 1),  # substring quirk: "no" in "nodule"
     ("nodule present", "yes", 0, 0, 0),
-    ("axial", "axial", 0, 1, 0),  # a correct choice answer: only strict accepts
+    ("axial", "axial", 0, 1, 1),  # a choice answer: MedEvalKit's judge_close_end_vqa (exact) accepts it
+    ("Axial.", "axial", 0, 1, 1),  # periods deleted before that comparison
+    ("the axial plane", "axial", 0, 0, 0),
     ("none", "none", 0, 1, 1),  # LLaVA-Med maps none -> 0, losing the "no"
     ("The answer is: Yes.", "yes", 1, 0, 1),
     ("eyes closed", "yes", 1, 0, 1),  # "yes" in "eyes"
     ("No.", "yes", 0, 0, 0),
+    ("Let me think. \\boxed{Yes}", "Yes ", 1, 0, 1),  # boxed answer; gold lowercased and stripped
+    ("<answer>No</answer> since yes is wrong", "no", 1, 0, 1),  # the <answer> span only
 ]
 
 
-@pytest.mark.parametrize("pred, ref, llava, strict, xor", CLOSED_CASES)
-def test_closed_rules(pred, ref, llava, strict, xor):
+@pytest.mark.parametrize("pred, ref, llava, strict, medevalkit", CLOSED_CASES)
+def test_closed_rules(pred, ref, llava, strict, medevalkit):
     assert closed_llava_med(pred, ref) == llava
     assert closed_strict(pred, ref) == strict
-    assert closed_xor(pred, ref) == xor
+    assert closed_medevalkit(pred, ref) == medevalkit
 
 
 def test_closed_rules_disagree_on_the_case_set():
@@ -95,6 +108,31 @@ def test_open_rules(pred, ref, recall, token_recall, exact, f1):
     assert open_token_recall(pred, ref) == pytest.approx(token_recall, abs=1e-12)
     assert open_exact_match(pred, ref) == exact
     assert open_token_f1(pred, ref) == pytest.approx(f1, abs=1e-12)
+
+
+def test_prepare_response_medevalkit():
+    assert prepare_response_medevalkit("  Some Text \\boxed{ Left {x} Lung } more") == "left {x} lung"
+    assert prepare_response_medevalkit("\\boxed{unclosed") == "\\boxed{unclosed"  # mathruler finds no content
+    assert prepare_response_medevalkit("<answer> A </answer> and <answer>B</answer>") == "a  b"  # spans joined by a space
+
+
+def test_open_medevalkit_by_hand():
+    s = open_medevalkit("The left lung.", "Left lung")
+    assert s.exact_match == 0.0  # its exact match keeps articles and periods
+    # token sets {the, left, lung.} vs {left, lung}: only "left" is shared ("lung." keeps its period)
+    assert (s.precision, s.recall) == pytest.approx((1 / 3, 1 / 2))
+    assert s.f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert s.bleu[0] == pytest.approx(0.5)  # tokens "the left lung ." vs "left lung": 2 of 4 match, no brevity penalty
+    assert not s.would_crash
+    exact = open_medevalkit("Liver", "liver")
+    assert exact.exact_match == 1.0 and exact.f1 == 1.0 and exact.bleu[0] == 1.0
+    assert exact.bleu[2] < 1e-50  # one word: no trigram, so nltk's unsmoothed BLEU-3 collapses even for an exact match
+    # parse_response keeps the space after "answer:", so the exact match fails and BLEU sees an empty token.
+    marked = open_medevalkit("Answer: liver", "liver")
+    assert marked.exact_match == 0.0 and marked.f1 == 1.0 and marked.bleu[0] == pytest.approx(0.5)
+    assert open_exact_match_medevalkit("Answer: liver", "liver") == 0.0
+    empty = open_medevalkit("\\boxed{}", "liver")  # empty after parsing: MedEvalKit's own scorer stops here
+    assert empty.would_crash and empty.f1 == 0.0 and empty.rouge_l == 0.0
 
 
 def test_open_token_f1_both_empty():

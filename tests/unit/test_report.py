@@ -14,6 +14,7 @@ from vmed.evaluation.compare import compare_dirs, format_comparison
 from vmed.evaluation.metrics.bootstrap import BootstrapConfig
 from vmed.evaluation.pipeline import score_file
 from vmed.evaluation.predictions import PredictionRow, read_predictions
+from vmed.evaluation.report import format_metric
 from vmed.evaluation.scoring import ScoreOptions
 
 FAST = ScoreOptions(meteor=False, bootstrap=BootstrapConfig(n_resamples=300))
@@ -60,7 +61,7 @@ def test_score_file_writes_everything_and_is_deterministic(tmp_path):
     assert any("bertscore" in n for n in metrics["notes"]) and any("meteor" in n for n in metrics["notes"])
     assert len(metrics["worst_dialogues"]) == 5
     rows = [json.loads(line) for line in first["row_scores.jsonl"].decode().splitlines()]
-    assert len(rows) == 180 and "closed_accuracy_xor" in rows[0] and "summary_cider_d" in rows[5]
+    assert len(rows) == 180 and "closed_accuracy_medevalkit" in rows[0] and "summary_cider_d" in rows[5]
 
     for png in ("turn_accuracy.png", "question_type.png"):
         with Image.open(out / png) as im:
@@ -73,6 +74,29 @@ def test_score_file_writes_everything_and_is_deterministic(tmp_path):
         assert needle in report, needle
     worst = metrics["worst_dialogues"][0]["id"]
     assert f"`{worst}`" in report
+
+    # Every key names its text rule, and every rule is defined.
+    assert set(metrics["text_rules"]) == set(metrics["definitions"])
+    assert set(metrics["text_rules"].values()) <= set(metrics["text_rule_definitions"])
+    assert metrics["text_rules"]["summary_cider_d"] == "coco_ptb" and metrics["text_rules"]["closed_accuracy_strict"] == "vqa_llava_med"
+
+
+def test_report_leads_with_the_rule_set_table(tmp_path):
+    pred = _write(tmp_path / "a" / "predictions.jsonl", 0.7, seed=4)
+    doc = score_file(pred, None, FAST)
+    report = (tmp_path / "a" / "report.md").read_text()
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## By rule set"
+    table = report.split("## By rule set")[1].split("## ")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| quantity"))
+    assert header == "| quantity | LLaVA-Med | MedEvalKit | strict (vmed) |"
+    closed_row = next(line for line in table.splitlines() if line.startswith("| closed accuracy"))
+    for key in ("closed_accuracy_llava_med", "closed_accuracy_medevalkit", "closed_accuracy_strict"):
+        m = doc["metrics"][key]
+        assert f"{format_metric(m)} `{key}`" in closed_row and m["ci95"] is not None
+    assert "not defined by this protocol" in table  # LLaVA-Med defines no token F1
+    open_row = next(line for line in table.splitlines() if line.startswith("| open score"))
+    assert "`open_recall_llava_med`" in open_row and "`open_exact_match_medevalkit`" in open_row and "`open_exact_match`" in open_row
 
 
 def test_compare_paired_difference_finds_the_better_system(tmp_path):

@@ -4,7 +4,8 @@
   writes predictions.jsonl (resumable) and run_info.json.
 * ``pipeline.score_file(predictions, output_dir)`` writes metrics.json, row_scores.jsonl, report.md and plots.
 * ``compare.compare_dirs(a, b)`` gives per-metric differences with paired bootstrap intervals.
-* ``metrics.*``: the rules as pure functions (``normalize``, ``closed``, ``open``, ``captions``, ``bootstrap``).
+* ``metrics.*``: the rules as pure functions (``normalize``, ``closed``, ``open``, ``medevalkit``,
+  ``coco``, ``captions``, ``bootstrap``); ``registry``: every metrics.json key with its text rule and rule set.
 
 See docs/evaluation.md.
 """

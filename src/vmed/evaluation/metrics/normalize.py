@@ -26,6 +26,8 @@ __all__ = [
     "normalize_llava_med",
     "tokens",
     "parse_response_medevalkit",
+    "last_boxed",
+    "between_tags",
     "tokens_vqa_med_2019",
     "expand_vqa_med_alternatives",
 ]
@@ -123,7 +125,7 @@ _ANSWER_MARKERS = (
 )  # fmt: skip
 
 
-def _last_boxed(text: str) -> str:
+def last_boxed(text: str) -> str:
     """The content of the last ``\\boxed{...}`` (braces balanced), or ``"None"`` as mathruler returns."""
     start = text.rfind("\\boxed{")
     if start == -1:
@@ -140,7 +142,7 @@ def _last_boxed(text: str) -> str:
     return "None"
 
 
-def _between_tags(text: str, tag: str) -> str:
+def between_tags(text: str, tag: str) -> str:
     """All ``<tag>...</tag>`` spans joined by spaces; the whole text when there is none."""
     spans = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.S)
     joined = " ".join(spans).strip()
@@ -152,9 +154,9 @@ def parse_response_medevalkit(response: str) -> str:
     last answer marker ("answer:", "answer is", ...), each marker applied in the source's order."""
     r = str(response).lower()
     if "boxed" in r:
-        r = _last_boxed(r)
+        r = last_boxed(r)
     elif "<answer>" in r:
-        r = _between_tags(r, "answer")
+        r = between_tags(r, "answer")
     for marker in _ANSWER_MARKERS:
         if marker in r:
             r = r.split(marker)[-1]
