@@ -119,6 +119,7 @@ def padding_image_processor(processor: Any, *, pad: bool = True) -> Any:
     from transformers import LlavaImageProcessorPil
 
     settings = {k: getattr(processor, k) for k in _PROCESSOR_FIELDS if getattr(processor, k, None) is not None}
+    settings["do_center_crop"] = bool(settings.get("do_center_crop"))  # SigLIP's processor has none: no crop
     for key in ("size", "crop_size"):
         if key in settings and not isinstance(settings[key], dict):
             settings[key] = {k: v for k, v in dict(settings[key]).items() if v is not None}
