@@ -27,10 +27,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 spec = json.loads(sys.argv[1])
 model = AutoModelForImageTextToText.from_pretrained(spec["dir"]).eval()
 processor = AutoProcessor.from_pretrained(spec["dir"])
+assert type(model).__name__ == "LlavaForConditionalGeneration", type(model).__name__
 if spec.get("adapter"):
     from peft import PeftModel
     model = PeftModel.from_pretrained(model, spec["adapter"]).eval()
-assert type(model).__name__ == "LlavaForConditionalGeneration", type(model).__name__
 out = []
 for ids, image in zip(spec["prompts"], spec["images"]):
     pixels = processor.image_processor(images=Image.open(image).convert("RGB"), return_tensors="pt")["pixel_values"]
