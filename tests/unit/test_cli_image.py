@@ -26,13 +26,22 @@ def test_preview_writes_exactly_what_the_loader_returns(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(Image.open(lung)), np.asarray(written))
 
 
-def test_size_resizes_the_longer_side_keeping_aspect(tmp_path, capsys):
+def test_size_shows_exactly_what_the_model_sees(tmp_path, capsys):
+    """--size 64 is the tiny model's processor output (padded to a square with the mean colour), denormalised."""
+    from vmed.model import build_preset
+
     src = tmp_path / "wide.png"
     Image.new("RGB", (120, 60), (10, 20, 30)).save(src)
     out = tmp_path / "small.png"
-    assert main(["image", "preview", str(src), "-o", str(out), "--size", "40"]) == 0
-    assert Image.open(out).size == (40, 20)
+    assert main(["image", "preview", str(src), "-o", str(out), "--size", "64"]) == 0
     assert capsys.readouterr().err == ""
+    shown = np.asarray(Image.open(out)).astype(float).transpose(2, 0, 1)
+    ip = build_preset("tiny")[1].image_processor
+    pixels = ip(images=Image.open(src), return_tensors="np")["pixel_values"][0]
+    seen = (pixels * np.array(ip.image_std)[:, None, None] + np.array(ip.image_mean)[:, None, None]) * 255
+    assert shown.shape == (3, 64, 64) and np.abs(shown - seen).max() <= 0.51
+    assert tuple(shown[:, 0, 32]) == tuple(int(m * 255) for m in ip.image_mean)  # the padding band at the top
+    assert tuple(shown[:, 32, 32]) == (10, 20, 30)
     # a window on a PNG changes nothing, and the user is told
     assert main(["image", "preview", str(src), "-o", str(out), "--preset", "bone"]) == 0
     assert "DICOM only" in capsys.readouterr().err

@@ -103,10 +103,13 @@ def test_every_user_turn_and_header_is_masked(tok):
 
 
 def test_render_text_agrees_with_apply_chat_template(tok):
-    for system in (DEFAULT_SYSTEM_PROMPT, None):
+    for system in (DEFAULT_SYSTEM_PROMPT, "Answer briefly."):
         for n in (0, N_IMG):
             messages = to_messages(TURNS, num_image_tokens=n, system=system)
             assert render_text(TURNS, num_image_tokens=n, system=system) == tok.apply_chat_template(messages, tokenize=False)
+    # without a system message the chat template inserts the default, as training does
+    no_system = to_messages(TURNS, num_image_tokens=N_IMG, system=None)
+    assert tok.apply_chat_template(no_system, tokenize=False) == render_text(TURNS, num_image_tokens=N_IMG)
     assert render_text(TURNS, num_image_tokens=N_IMG) == _literal_dialogue()
     prompt_messages = to_messages(TURNS, num_image_tokens=N_IMG)[:-1]
     assert render_text(TURNS, num_image_tokens=N_IMG, add_generation_prompt=True) == tok.apply_chat_template(

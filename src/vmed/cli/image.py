@@ -28,6 +28,21 @@ def parse_window(text: str) -> tuple[float, float]:
         raise UserInputError(f"--window expects CENTER,WIDTH (two numbers, e.g. -600,1500), got {text!r}") from None
 
 
+def _as_model_sees(image, size: int):
+    """``image`` through the image processor a vmed model saves (pad to square with the CLIP mean colour,
+    bicubic resize to ``size``), stopping before rescaling and normalisation, as an RGB picture."""
+    import numpy as np
+    from PIL import Image
+    from transformers import LlavaImageProcessorPil
+
+    processor = LlavaImageProcessorPil(
+        do_pad=True, size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+        do_rescale=False, do_normalize=False,
+    )
+    pixels = processor(images=image, return_tensors="np")["pixel_values"][0]  # (3, size, size)
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0), "RGB")
+
+
 @image_app.command("preview")
 def preview(
     input: Path = typer.Argument(..., help="Image file: PNG, JPEG, BMP, TIFF or DICOM (format read from the content)."),
@@ -38,15 +53,15 @@ def preview(
         None, "--frame", min=0, help="0-based frame of a multi-frame DICOM (default: middle) or TIFF page (default: first)."
     ),
     size: Optional[int] = typer.Option(
-        None, "--size", min=1, help="Resize so the longer side is N pixels, keeping the aspect ratio (default: no resize)."
+        None, "--size", min=1,
+        help="Show exactly what the model sees at N px: padded to a square with the mean colour, then resized to NxN, "
+        "as vmed's processors do (N is the model's image size, e.g. 336 for CLIP-L/336; default: no resize).",
     ),
 ) -> None:
     """Write the RGB image the model would be given (before the processor's resize, unless --size).
 
     --window and --preset change grayscale DICOM only; for other images a note says so.
     """
-    from PIL import Image
-
     from vmed.imaging import load_image, sniff_format
 
     if output.suffix.lower() != ".png":
@@ -58,9 +73,7 @@ def preview(
         if fmt != "dicom":
             typer.echo(f"note: --window/--preset change grayscale DICOM only; {input} is {str(fmt).upper()}, written as is", err=True)
     if size is not None:
-        scale = size / max(image.size)
-        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(new_size, Image.Resampling.BICUBIC)
+        image = _as_model_sees(image, size)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         image.save(output, format="PNG")

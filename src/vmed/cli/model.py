@@ -17,12 +17,15 @@ def init(
     preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny, small, vmed-llama3-8b, vmed-llama3-8b-instruct."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write (a plain Hugging Face LLaVA directory)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation (projector, and random parts)."),
+    center_crop: bool = typer.Option(
+        False, "--center-crop", help="Resize + centre-crop images instead of padding them to a square (vmed's behaviour before padding)."
+    ),
 ) -> None:
     """Write an untrained model directory built from a preset (for trying the pipeline, and for tests)."""
     from vmed.model import build_preset, get_preset, num_image_tokens, parameter_counts, save_model
 
     get_preset(preset)
-    model, processor = build_preset(preset, seed=seed)
+    model, processor = build_preset(preset, seed=seed, pad_to_square=not center_crop)
     save_model(model, processor, output)
     counts = parameter_counts(model)
     typer.echo(

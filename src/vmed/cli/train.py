@@ -45,11 +45,11 @@ def export(
     merge: bool = typer.Option(False, "--merge", help="merge every adapter: a plain HF LLaVA checkpoint (transformers, vLLM)"),
     dtype: str = typer.Option("auto", "--dtype", help="weights dtype of a merged export: auto (as trained), float32, bfloat16, float16"),
 ) -> None:
-    """Export a run: --merge gives a plain LLaVA checkpoint; without it, the LoRA adapter plus the base model reference."""
+    """Export a run: --merge gives a plain LLaVA checkpoint; without it, OUT/base (plain LLaVA) + OUT/adapter (peft LoRA on it)."""
     from vmed.training.export import export_run
 
     out = export_run(run, output, merge=merge, dtype=dtype)
-    typer.echo(f"exported {run} -> {out}" + (" (merged)" if merge else " (adapter + base reference)"))
+    typer.echo(f"exported {run} -> {out}" + (" (merged)" if merge else " (base/ + adapter/)"))
 
 
 @app.command("demo")

@@ -16,11 +16,19 @@ forks) raises ``TemplateError`` naming the turn, instead of training on shifted 
 
 Questions and answers are stripped of surrounding whitespace (the Llama-3 chat template ``trim``s
 message contents), so ``render_text`` equals ``tokenizer.apply_chat_template`` for the same
-messages with the chat template in ``LLAMA3_CHAT_TEMPLATE``.
+messages with the chat template in ``LLAMA3_CHAT_TEMPLATE``. That template inserts
+``DEFAULT_SYSTEM_PROMPT`` when the conversation has no system message, so plain transformers, vLLM and
+SGLang render the prompt training used; vmed itself always passes its system prompt explicitly.
+
+Text supplied by users and datasets (questions, answers, summaries, system prompts) is text: it is
+tokenized with special tokens split (``split_special_tokens=True``), so ``"<|eot_id|>"`` or ``"<image>"``
+typed in a question become the characters' ordinary tokens, never a turn marker or an image slot.
+Only the template itself places control tokens.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +49,7 @@ __all__ = [
     "encode_dialogue",
     "encode_prompt",
     "encode_continuation",
+    "encode_text",
     "render_text",
     "to_messages",
 ]
@@ -52,7 +61,11 @@ END_HEADER = "<|end_header_id|>"
 EOT = "<|eot_id|>"
 
 LLAMA3_CHAT_TEMPLATE = (
+    "{%- set default_system = " + json.dumps(DEFAULT_SYSTEM_PROMPT) + " -%}"
     "{{- '<|begin_of_text|>' -}}"
+    "{%- if not messages or messages[0]['role'] != 'system' -%}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\n' + default_system + '<|eot_id|>' -}}"
+    "{%- endif -%}"
     "{%- for message in messages -%}"
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' -}}"
     "{%- if message['content'] is string -%}"
@@ -71,7 +84,8 @@ LLAMA3_CHAT_TEMPLATE = (
 
 Message content may be a string or a list of ``{"type": "image"}`` / ``{"type": "text", "text": ...}``
 items; an image item renders as one ``<image>`` followed by a newline (the processor then expands
-it to the model's image-token count)."""
+it to the model's image-token count). Without a system message first, the template inserts
+``DEFAULT_SYSTEM_PROMPT`` (the one training used), so every engine renders the same tokens."""
 
 
 class TemplateError(UserInputError):
@@ -115,11 +129,18 @@ class _Encoder:
                     "(it adds the Llama-3 special tokens and the image token)"
                 )
             self.ids[tok] = tid
+        self.specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
 
     def text(self, text: str) -> list[int]:
-        """Ids of a plain text piece, without BOS or other added special tokens."""
-        if not text:
-            return []
+        """Ids of a plain text piece (special-token strings in it are split into ordinary tokens)."""
+        return encode_text(self.tokenizer, text)
+
+    def has_special(self, text: str) -> bool:
+        """Whether ``text`` contains the string of one of the tokenizer's special tokens."""
+        return any(tok in text for tok in self.specials)
+
+    def rendered(self, text: str) -> list[int]:
+        """Ids of a whole rendered dialogue as the tokenizer gives them (special-token strings are tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def split_tail(self, prefix: str, tail: str, where: str) -> tuple[list[int], list[int]]:
@@ -163,6 +184,14 @@ class _Encoder:
         head = self.header("assistant") + head_text
         answer_ids = answer_ids + [self.ids[EOT]]
         return head + answer_ids, [IGNORE_INDEX] * len(head) + answer_ids
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Ids of user- or dataset-supplied ``text``: no BOS, and special-token strings in it (``<|eot_id|>``,
+    ``<image>``, ...) tokenized as ordinary text, so they can never forge a turn or an image slot."""
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
 def _check_turns(turns: Sequence[tuple[str, str]]) -> None:
@@ -213,9 +242,7 @@ def encode_dialogue(
         input_ids += turn_ids
         labels += [IGNORE_INDEX] * len(user_ids) + reply_labels
         kept += 1
-    expected = enc.text(
-        render_text(turns[:kept], num_image_tokens=num_image_tokens, system=system, image_token=image_token)
-    )
+    expected = _reference_ids(enc, _render_parts(turns[:kept], num_image_tokens, system, False, image_token))
     if expected != input_ids:
         at = next((j for j, (a, b) in enumerate(zip(expected, input_ids)) if a != b), min(len(expected), len(input_ids)))
         turn_no = _turn_at(enc, input_ids, at, system is not None)
@@ -225,6 +252,28 @@ def encode_dialogue(
             f"tokenizer ids {expected[at:at + 8]}...); the labels would be shifted, so this sample is refused"
         )
     return EncodedDialogue(input_ids, labels, [1] * len(input_ids), kept, len(turns) - kept)
+
+
+def _reference_ids(enc: _Encoder, parts: list[tuple[str, bool]]) -> list[int]:
+    """The ids the segment-by-segment encoding must equal, from the rendered dialogue ``parts``.
+
+    Normally: the tokenizer on the whole rendered string (the check against the "tokenization
+    mismatch" bug). When user or dataset text holds a special-token string, the whole string would
+    turn that into a control token, so the string is cut at the template's own control tokens
+    instead and each text run between them is tokenized as text: that is what the tokenizer does to
+    a whole string (added tokens split it first), except that only the template's markers are special.
+    """
+    if not any(enc.has_special(text) for text, control in parts if not control):
+        return enc.rendered("".join(text for text, _ in parts))
+    ids: list[int] = []
+    run = ""
+    for text, control in parts:
+        if control:
+            ids += enc.text(run) + [enc.ids[text]]
+            run = ""
+        else:
+            run += text
+    return ids + enc.text(run)
 
 
 def _turn_at(enc: _Encoder, ids: list[int], position: int, has_system: bool) -> str:
@@ -285,6 +334,26 @@ def to_messages(
     return messages
 
 
+def _render_parts(
+    turns: Sequence[tuple[str, str]], num_image_tokens: int, system: str | None, add_generation_prompt: bool, image_token: str
+) -> list[tuple[str, bool]]:
+    """The rendered dialogue as (piece, is_control_token) pairs; the pieces joined are ``render_text``."""
+    def header(role: str) -> list[tuple[str, bool]]:
+        return [(START_HEADER, True), (role, False), (END_HEADER, True), ("\n\n", False)]
+
+    parts = [(BOS, True)]
+    if system is not None:
+        parts += [*header("system"), (system.strip(), False), (EOT, True)]
+    for i, (question, answer) in enumerate(turns):
+        parts += header("user")
+        if i == 0 and num_image_tokens:
+            parts += [(image_token, True)] * num_image_tokens + [("\n", False)]
+        parts += [(question.strip(), False), (EOT, True), *header("assistant")]
+        if not (add_generation_prompt and i == len(turns) - 1):
+            parts += [(answer.strip(), False), (EOT, True)]
+    return parts
+
+
 def render_text(
     turns: Sequence[tuple[str, str]],
     *,
@@ -293,19 +362,11 @@ def render_text(
     add_generation_prompt: bool = False,
     image_token: str = IMAGE_TOKEN,
 ) -> str:
-    """The dialogue as one string, equal to ``tokenizer.apply_chat_template(to_messages(...), tokenize=False)``.
+    """The dialogue as one string, equal to ``tokenizer.apply_chat_template(to_messages(...), tokenize=False)``
+    (for ``system=None`` the chat template inserts ``DEFAULT_SYSTEM_PROMPT``, this string has no system turn).
 
     With ``add_generation_prompt`` the last turn's answer is left out and the string ends with
     the assistant header (a prompt for its answer).
     """
-    parts = [BOS]
-    if system is not None:
-        parts.append(f"{START_HEADER}system{END_HEADER}\n\n{system.strip()}{EOT}")
-    for i, (question, answer) in enumerate(turns):
-        image = image_token * num_image_tokens + "\n" if i == 0 and num_image_tokens else ""
-        parts.append(f"{START_HEADER}user{END_HEADER}\n\n{image}{question.strip()}{EOT}")
-        if add_generation_prompt and i == len(turns) - 1:
-            parts.append(f"{START_HEADER}assistant{END_HEADER}\n\n")
-        else:
-            parts.append(f"{START_HEADER}assistant{END_HEADER}\n\n{answer.strip()}{EOT}")
-    return "".join(parts)
+    parts = _render_parts(turns, num_image_tokens, system, add_generation_prompt, image_token)
+    return "".join(text for text, _ in parts)

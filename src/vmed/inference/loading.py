@@ -1,8 +1,10 @@
 """Find and load what a checkpoint path holds, from the files it contains (never from its name).
 
-- ``run_manifest.json`` without a merged export: a training run dir (or an unmerged export). It is
-  rebuilt by ``vmed.model.runs.load_run`` (base model from the manifest's ``base`` entry, its
-  fingerprint checked, projector, adapters) with every LoRA adapter merged.
+- ``run_manifest.json`` of a base + adapter ``vmed export`` (``export.layout``): its ``adapter/`` over its
+  ``base/`` (a plain model dir, or only ``base/`` when the run had no adapter).
+- ``run_manifest.json`` otherwise (not a merged export): a training run dir (or an unmerged export made by
+  vmed before the base + adapter layout). It is rebuilt by ``vmed.model.runs.load_run`` (base model from
+  the manifest's ``base`` entry, its fingerprint checked, projector, adapters) with every LoRA adapter merged.
 - ``config.json`` (including a merged ``vmed export``, whose manifest says ``export.merged``): a
   plain model dir, loaded by ``vmed.model.load_model``.
 - ``adapter_config.json`` alone: a bare PEFT LoRA adapter; the base model dir is the one its
@@ -60,6 +62,19 @@ def _resolve_base(name: str, adapter_dir: Path) -> Path:
     )
 
 
+def _exported_pair(p: Path, export: dict[str, Any]) -> Checkpoint:
+    """The checkpoint of a base + adapter export: its adapter over its base (or the base alone)."""
+    base = p / str(export.get("base", "base"))
+    if not (base / "config.json").is_file():
+        raise UserInputError(f"{p}: this base + adapter export has no model dir {base} (with config.json); export the run again")
+    if not export.get("adapter"):
+        return Checkpoint("model", base.resolve())
+    adapter = p / str(export["adapter"])
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        raise UserInputError(f"{p}: this base + adapter export has no adapter at {adapter} ({ADAPTER_CONFIG}); export the run again")
+    return Checkpoint("adapter", adapter.resolve(), base.resolve())
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Classify ``path`` by its files (see the module docstring); raise ``UserInputError`` if it is not a checkpoint."""
     p = Path(path).expanduser()
@@ -69,8 +84,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise UserInputError(f"model path {p} is a file; pass the directory that holds config.json, run_manifest.json or adapter_config.json")
     has_config = (p / "config.json").is_file()
     if (p / MANIFEST).is_file():
-        merged_export = (_read_json(p / MANIFEST).get("export") or {}).get("merged") is True
-        if not (merged_export and has_config):
+        export = _read_json(p / MANIFEST).get("export") or {}
+        if export.get("layout"):
+            return _exported_pair(p, export)
+        if not (export.get("merged") is True and has_config):
             return Checkpoint("run", p.resolve())
     if has_config:
         return Checkpoint("model", p.resolve())

@@ -132,8 +132,9 @@ class ChatSession:
         return result
 
     def _text_ids(self, text: str) -> list[int]:
-        text = text.strip()
-        return list(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        from vmed.data.template import encode_text  # special-token strings in an answer stay text
+
+        return encode_text(self.engine.tokenizer, text.strip())
 
     def ask(self, question: str, params: GenParams | None = None) -> GenResult:
         """Answer the next question; the question and the answer join the context."""

@@ -6,7 +6,7 @@ plain Hugging Face LLaVA directories.
 """
 
 from vmed.model.build import build_model, num_image_tokens, parameter_counts
-from vmed.model.io import load_model, model_info, read_sidecar, save_model
+from vmed.model.io import load_model, model_info, read_sidecar, save_model, to_llava_hf_names
 from vmed.model.presets import PRESETS, Preset, build_preset, get_preset
 from vmed.model.tokenizer import build_tiny_tokenizer, prepare_tokenizer
 
@@ -24,4 +24,5 @@ __all__ = [
     "prepare_tokenizer",
     "read_sidecar",
     "save_model",
+    "to_llava_hf_names",
 ]

@@ -10,6 +10,15 @@ Image tokens: the vision tower turns an S×S image into (S/P)² patch features, 
 for CLIP. CLIP uses the "default" strategy (CLS dropped), SigLIP (no CLS) uses "full"; either way
 N = (S/P)² features replace N ``<image>`` tokens in the text. The processor gets the same numbers,
 so ``LlavaProcessor`` expands one ``<image>`` to exactly N tokens.
+
+Images are padded to a square with the normalisation mean colour before the resize, as LLaVA-1.5 and
+LLaVA-Med do (``image_aspect_ratio="pad"``), so nothing at the edges of a wide or tall image is cut
+away. It is done by the processor itself (``LlavaImageProcessor`` with ``do_pad=True``), so every engine
+that runs the saved processor (transformers, vLLM, SGLang) sees the same pixels. ``pad_to_square=False``
+keeps the tower's own resize + centre crop (what vmed did before, and what older directories keep).
+
+``SERVING_CONFIG`` fields go in ``config.json`` for engines that read them: SGLang's LLaVA adaptor
+assumes ``image_aspect_ratio="anyres"`` (tiling, a different token count) when the field is missing.
 """
 
 from __future__ import annotations
@@ -26,7 +35,10 @@ if TYPE_CHECKING:
     import torch
     from transformers import LlavaForConditionalGeneration, LlavaProcessor, PretrainedConfig
 
-__all__ = ["VISION_KINDS", "build_model", "num_image_tokens", "parameter_counts", "vision_kind"]
+__all__ = [
+    "VISION_KINDS", "build_model", "num_image_tokens", "padding_image_processor", "parameter_counts", "serving_config",
+    "vision_kind",
+]
 
 VISION_KINDS: dict[str, dict[str, Any]] = {
     "clip_vision_model": {"strategy": "default", "num_additional_image_tokens": 1},
@@ -44,6 +56,16 @@ def vision_kind(vision_config: Any) -> dict[str, Any]:
             f"expected one of {sorted(VISION_KINDS)} (a CLIP or SigLIP vision encoder)"
         )
     return kind
+
+
+def serving_config(pad_to_square: bool) -> dict[str, Any]:
+    """``config.json`` fields that serving engines read and transformers ignores.
+
+    SGLang's LLaVA adaptor reads ``image_aspect_ratio`` ("pad": pad to a square with the mean colour,
+    as the processor does; "square": plain resize/crop; missing means "anyres" tiling) and
+    ``mm_patch_merge_type`` ("flat": one feature per image token, LLaVA-1.5).
+    """
+    return {"image_aspect_ratio": "pad" if pad_to_square else "square", "mm_patch_merge_type": "flat"}
 
 
 def num_image_tokens(model_or_config: Any) -> int:
@@ -79,6 +101,29 @@ def parameter_counts(model: Any) -> dict[str, int]:
         counts[name] = total
     counts["total"] = sum(counts.values())
     return counts
+
+
+_PROCESSOR_FIELDS = (
+    "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+    "do_normalize", "image_mean", "image_std", "do_convert_rgb",
+)
+"""The image-processor settings a vision tower's own processor passes on to the padding processor."""
+
+
+def padding_image_processor(processor: Any, *, pad: bool = True) -> Any:
+    """A PIL-backed ``LlavaImageProcessor`` with ``processor``'s resize/crop/normalisation and ``do_pad=pad``.
+
+    With ``do_pad`` the image is first padded to a square of its longer side, filled with
+    ``image_mean`` (× 255), centred, then resized; the centre crop that follows is then a no-op.
+    """
+    from transformers import LlavaImageProcessorPil
+
+    settings = {k: getattr(processor, k) for k in _PROCESSOR_FIELDS if getattr(processor, k, None) is not None}
+    settings["do_center_crop"] = bool(settings.get("do_center_crop"))  # SigLIP's processor has none: no crop
+    for key in ("size", "crop_size"):
+        if key in settings and not isinstance(settings[key], dict):
+            settings[key] = {k: v for k, v in dict(settings[key]).items() if v is not None}
+    return LlavaImageProcessorPil(**settings, do_pad=pad)
 
 
 def _vision_part(vision: Any, dtype: Any) -> tuple[Any, Any, Any]:
@@ -169,6 +214,7 @@ def build_model(
     vision_feature_layer: int = -2,
     dtype: torch.dtype | None = None,
     seed: int | None = None,
+    pad_to_square: bool = True,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Build a LLaVA model (vision tower + mlp2x_gelu projector + causal LM) and its processor.
 
@@ -182,6 +228,8 @@ def build_model(
         vision_feature_layer: which vision hidden state feeds the projector (-2: LLaVA-1.5).
         dtype: parameter dtype (default float32).
         seed: seeds the random init (projector, and any part built from a config); same seed → same weights.
+        pad_to_square: pad images to a square with the mean colour before resizing (LLaVA-1.5 /
+            LLaVA-Med); False keeps the tower's resize + centre crop.
 
     Returns ``(model, processor)``; ``model.vmed_base`` records the parts (saved by ``save_model``).
     """
@@ -211,6 +259,9 @@ def build_model(
     )
     config.image_seq_length = num_image_tokens(config)
     config.pad_token_id = tokenizer.pad_token_id
+    for key, value in serving_config(pad_to_square).items():
+        setattr(config, key, value)
+    text_config.architectures = [type(lm_model).__name__]  # vLLM builds the inner LM from this field
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -237,7 +288,7 @@ def build_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     processor = LlavaProcessor(
-        image_processor=image_processor,
+        image_processor=padding_image_processor(image_processor, pad=pad_to_square),
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=kind["strategy"],

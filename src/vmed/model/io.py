@@ -3,6 +3,13 @@
 A saved directory holds ``config.json``, ``generation_config.json``, ``model.safetensors``, the
 processor and tokenizer files (with the Llama-3 chat template) and ``vmed_model.json`` (which
 preset / base ids it was built from; training stages use it to check they share a base model).
+
+Weights are saved with the llava-hf names (``language_model.model.*``, ``language_model.lm_head.*``,
+``vision_tower.vision_model.*``, ``multi_modal_projector.*``), the layout of the ``llava-hf/*``
+checkpoints. transformers 5 writes the first, second and fourth of these itself but names the vision
+tower ``vision_tower.embeddings.*`` (its CLIP/SigLIP towers have no ``vision_model`` level any more),
+which vLLM's LLaVA loader rejects; ``to_llava_hf_names`` renames those keys. transformers 5 maps the
+llava-hf names back when loading, so the loaded model is identical (tested).
 It loads in plain transformers without vmed::
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -21,7 +28,7 @@ from vmed import __version__
 from vmed.errors import UserInputError
 from vmed.model.build import num_image_tokens, parameter_counts
 
-__all__ = ["SIDECAR", "save_model", "load_model", "model_info", "read_sidecar"]
+__all__ = ["SIDECAR", "save_model", "load_model", "model_info", "read_sidecar", "to_llava_hf_names"]
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 """An HF hub id (``owner/name``); anything else that does not exist locally is a missing directory."""
@@ -40,6 +47,7 @@ def save_model(model: Any, processor: Any, out_dir: str | Path, *, base: dict[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    to_llava_hf_names(out)
     processor.save_pretrained(out)
     sidecar = {
         "format": "vmed-model/1",
@@ -51,6 +59,31 @@ def save_model(model: Any, processor: Any, out_dir: str | Path, *, base: dict[st
     }
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return out
+
+
+_VISION_KEY = re.compile(r"^vision_tower\.(?!vision_model\.)")
+
+
+def to_llava_hf_names(folder: str | Path) -> None:
+    """Rename the vision-tower weights of every safetensors file in ``folder`` to ``vision_tower.vision_model.*``
+    (and the shard index with them); other keys and files already named that way are left as they are."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as handle:
+            keys = list(handle.keys())
+            if not any(_VISION_KEY.match(k) for k in keys):
+                continue
+            metadata = handle.metadata() or {}
+            tensors = {_VISION_KEY.sub("vision_tower.vision_model.", k): handle.get_tensor(k) for k in keys}
+        save_file(tensors, str(f), metadata={**metadata, "format": "pt"})
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        index["weight_map"] = {_VISION_KEY.sub("vision_tower.vision_model.", k): v for k, v in index["weight_map"].items()}
+        index_path.write_text(json.dumps(index, indent=2) + "\n")
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:

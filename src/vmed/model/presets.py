@@ -164,9 +164,18 @@ def get_preset(name: str) -> Preset:
         raise UserInputError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
-def build_preset(name: str, seed: int = 0) -> tuple[Any, Any]:
-    """Build preset ``name`` → ``(LlavaForConditionalGeneration, LlavaProcessor)``; same seed → same weights."""
+def build_preset(name: str, seed: int = 0, *, pad_to_square: bool = True) -> tuple[Any, Any]:
+    """Build preset ``name`` → ``(LlavaForConditionalGeneration, LlavaProcessor)``; same seed → same weights.
+
+    ``pad_to_square=False`` keeps the tower's resize + centre crop instead of padding (see ``build_model``).
+    """
+    from vmed.model.build import padding_image_processor, serving_config
+
     preset = get_preset(name)
     model, processor = preset.build(seed)
+    if not pad_to_square:
+        processor.image_processor = padding_image_processor(processor.image_processor, pad=False)
+        for key, value in serving_config(False).items():
+            setattr(model.config, key, value)
     model.vmed_base = {"preset": name, **model.vmed_base, "vision": preset.vision, "lm": preset.lm}
     return model, processor

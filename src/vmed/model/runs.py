@@ -149,9 +149,18 @@ def read_manifest(run_dir: str | os.PathLike, *, what: str = "input run") -> dic
             "(the previous stage did not complete, or this is not a run directory)"
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg}); the run directory is damaged") from None
+    export = manifest.get("export") if isinstance(manifest, dict) else None
+    if isinstance(export, dict) and (export.get("merged") or export.get("layout")):
+        # an export keeps the run's manifest for provenance, but not the run's own files (projector, adapters)
+        kind = "a merged export" if export.get("merged") else "a base + adapter export"
+        raise ConfigError(
+            f"{what} {run_dir} is {kind} made by `vmed export` (from the run {export.get('from_run')}), not a training "
+            f"run; pass the training run itself, or use {run_dir} directly as a model (vmed serve/chat/eval --model)"
+        )
+    return manifest
 
 
 def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -275,8 +284,9 @@ def _plain_name(name: str) -> str:
 def assemble_run(model: Any, run_dir: str | os.PathLike, manifest: dict[str, Any], *, last_adapter: str) -> tuple[Any, list[Path]]:
     """Put a run's weights onto its rebuilt base: projector -> merged adapters -> trained weights -> adapter.
 
-    ``last_adapter``: "merge" (merge the run's own adapter too), "trainable" (keep it as a trainable PEFT adapter)
-    or "frozen". Returns the model and the adapter directories merged into it, in order.
+    ``last_adapter``: "merge" (merge the run's own adapter too), "trainable" (keep it as a trainable PEFT adapter),
+    "frozen", or "omit" (leave it out: the base that the run's own adapter applies to). Returns the model and the
+    adapter directories merged into it, in order.
     """
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -291,7 +301,7 @@ def assemble_run(model: Any, run_dir: str | os.PathLike, manifest: dict[str, Any
         missing = model.load_state_dict(trained, strict=False)
         if missing.unexpected_keys:
             raise ConfigError(f"{run_dir / manifest['weights']}: weights {missing.unexpected_keys[:3]} are not in the base model")
-    if manifest.get("adapter"):
+    if manifest.get("adapter") and last_adapter != "omit":
         adapter = run_dir / manifest["adapter"]
         if last_adapter == "merge":
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -302,13 +312,15 @@ def assemble_run(model: Any, run_dir: str | os.PathLike, manifest: dict[str, Any
 
 
 def load_run(
-    run_dir: str | os.PathLike, *, dtype: Any = None, device: Any = None, merge: bool = False, trainable: bool = False
+    run_dir: str | os.PathLike, *, dtype: Any = None, device: Any = None, merge: bool = False, trainable: bool = False,
+    omit_adapter: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Rebuild the model a run directory describes: base -> projector -> merged adapters -> trained weights -> adapter.
 
     Returns ``(model, processor, manifest)``. The model is a PeftModel when the run has an adapter and
     ``merge`` is False (``trainable`` makes that adapter trainable, to continue it); with ``merge`` every
-    adapter is merged and a plain LlavaForConditionalGeneration is returned. Raises ConfigError when the
+    adapter is merged and a plain LlavaForConditionalGeneration is returned; ``omit_adapter`` gives the plain model
+    the run's own adapter applies to (earlier adapters merged, projector and trained weights in). Raises ConfigError when the
     rebuilt base's fingerprint differs from the manifest's.
     """
     from transformers import AutoProcessor
@@ -325,7 +337,8 @@ def load_run(
             "(weight fingerprints differ); the base's files or its seed changed"
         )
     processor = AutoProcessor.from_pretrained(str(run_dir))
-    model, _ = assemble_run(model, run_dir, manifest, last_adapter="merge" if merge else ("trainable" if trainable else "frozen"))
+    last = "omit" if omit_adapter else "merge" if merge else ("trainable" if trainable else "frozen")
+    model, _ = assemble_run(model, run_dir, manifest, last_adapter=last)
     if device is not None:
         model = model.to(device)
     return model, processor, manifest
@@ -365,7 +378,8 @@ tags: [vmed, llava, medical, visual-dialogue, stage-{manifest.get('stage')}]
 
 ## Use
 ```bash
-vmed export --run {run_dir} --output exported --merge   # plain HF LLaVA (transformers / vLLM)
+vmed export --run {run_dir} --output exported --merge   # plain HF LLaVA (transformers / vLLM / SGLang)
+vmed export --run {run_dir} --output exported           # base/ (plain HF LLaVA) + adapter/ (peft LoRA on it)
 ```
 This model is a research artifact trained by vmed; it is not a medical device and must not be used for diagnosis.
 """

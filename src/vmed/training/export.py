@@ -1,47 +1,40 @@
-"""``vmed export``: a training run -> a merged plain HF LLaVA checkpoint, or the adapter plus a base reference.
+"""``vmed export``: a training run -> a merged plain HF LLaVA checkpoint, or a base checkpoint plus a peft adapter.
 
-Merged (``--merge``): base + projector + every LoRA merged, written by ``vmed.model.save_model`` and then
-with the weight names of the llava-hf checkpoints (``language_model.model.*``, ``language_model.lm_head.*``,
-``vision_tower.vision_model.*``, ``multi_modal_projector.*``; ``config.json`` architectures
-``["LlavaForConditionalGeneration"]``). That is the layout vLLM's LLaVA loader reads, and transformers 5
-reads it too: ``AutoModelForImageTextToText.from_pretrained`` + ``AutoProcessor.from_pretrained`` load it
-without vmed.
+Merged (``--merge``): base + projector + every LoRA merged, written by ``vmed.model.save_model`` (llava-hf weight
+names ``language_model.model.*``, ``language_model.lm_head.*``, ``vision_tower.vision_model.*``,
+``multi_modal_projector.*``; ``config.json`` architectures ``["LlavaForConditionalGeneration"]``). That is the
+layout vLLM's and SGLang's LLaVA loaders read, and ``AutoModelForImageTextToText.from_pretrained`` +
+``AutoProcessor.from_pretrained`` load it without vmed.
 
-Not merged: the run's own files (manifest with the base model reference, projector, adapter, adapters to
-merge first, processor, model card), without checkpoints and logs. ``vmed.model.runs.load_run`` loads it.
+Not merged: ``OUT/base/`` is a plain model directory of the same kind holding everything the run's own LoRA
+adapter applies to (the rebuilt base, the run's projector, earlier stages' adapters merged, weights trained in
+full), and ``OUT/adapter/`` is that adapter as a standard peft folder whose ``base_model_name_or_path`` is the
+absolute path of ``OUT/base``. So ``PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base),
+adapter)`` reproduces the run outside vmed, with the same greedy answers as the merged export (tested).
+
+The stage's trained projector goes in the base, not in the adapter as a peft ``modules_to_save`` entry: vLLM's
+LoRA loader (``vllm/lora/lora_model.py``) accepts only ``lora_A``/``lora_B``/``lora_embedding_*`` tensors and
+rejects any other tensor in an adapter as an "unsupported LoRA weight", so a projector inside the adapter could
+never be served there. A run without an adapter (stage 1, or ``policy.llm=full``) exports ``OUT/base/`` only.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from vmed.errors import ConfigError
+from vmed.model.io import to_llava_hf_names
 
-__all__ = ["export_run", "to_llava_hf_names"]
+__all__ = ["export_run", "to_llava_hf_names", "BASE_DIR", "ADAPTER_DIR"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def to_llava_hf_names(folder: Path) -> None:
-    """Rename the vision-tower weights of every safetensors file in ``folder`` to ``vision_tower.vision_model.*``."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    pattern = re.compile(r"^vision_tower\.(?!vision_model\.)")
-    index_path = folder / "model.safetensors.index.json"
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {pattern.sub("vision_tower.vision_model.", k): handle.get_tensor(k) for k in handle.keys()}
-        save_file(tensors, str(f), metadata={**metadata, "format": "pt"})
-    if index_path.is_file():
-        index = json.loads(index_path.read_text())
-        index["weight_map"] = {pattern.sub("vision_tower.vision_model.", k): v for k, v in index["weight_map"].items()}
-        index_path.write_text(json.dumps(index, indent=2) + "\n")
+BASE_DIR = "base"
+ADAPTER_DIR = "adapter"
+LAYOUT = "base+adapter"
+"""``export.layout`` in the manifest of an unmerged export (``vmed.inference.loading`` reads it)."""
 
 
 def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: str = "auto") -> Path:
@@ -49,32 +42,40 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: s
     import torch
 
     from vmed.model import save_model
-    from vmed.model.runs import MANIFEST_NAME, load_run, read_manifest, write_manifest, write_model_card
+    from vmed.model.runs import MANIFEST_NAME, load_run, read_manifest, write_model_card
 
     run_dir, output = Path(run_dir), Path(output)
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(_DTYPES)}")
-    manifest = read_manifest(run_dir, what="--run")
+    manifest = read_manifest(run_dir, what="--run")  # refuses an exported folder with a clear error
     if manifest.get("status") != "complete":
         raise ConfigError(f"--run {run_dir}: the run did not finish (status {manifest.get('status')!r}); resume it first")
     if output.exists() and any(output.iterdir()):
         raise ConfigError(f"--output {output} exists and is not empty; choose a new directory")
-    output.mkdir(parents=True, exist_ok=True)
+    torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
     export_info: dict[str, Any] = {"from_run": str(run_dir.resolve()), "merged": merge}
+    base_entry = {**manifest["base"], "run": str(run_dir.resolve())}
+    model, processor, _ = load_run(run_dir, merge=True) if merge else load_run(run_dir, omit_adapter=True)
+    if torch_dtype is not None:
+        model = model.to(torch_dtype)
+    output.mkdir(parents=True, exist_ok=True)
     if merge:
-        torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-        model, processor, _ = load_run(run_dir, merge=True)
-        if torch_dtype is not None:
-            model = model.to(torch_dtype)
-        save_model(model, processor, output, base={**manifest["base"], "run": str(run_dir.resolve())})
-        to_llava_hf_names(output)
-        (output / MANIFEST_NAME).write_text(json.dumps({**manifest, "export": export_info}, indent=2, default=str) + "\n")
+        save_model(model, processor, output, base=base_entry)
     else:
-        for f in run_dir.iterdir():  # projector weights and processor files
-            if f.is_file() and f.name not in (MANIFEST_NAME, "README.md", "train_log.jsonl"):
-                shutil.copy2(f, output / f.name)
-        for rel in ([manifest["adapter"]] if manifest.get("adapter") else []) + list(manifest.get("merged_adapters", [])):
-            shutil.copytree(run_dir / rel, output / rel)
-        write_manifest(output, {**manifest, "export": export_info})
+        save_model(model, processor, output / BASE_DIR, base={**base_entry, "without_adapter": manifest.get("adapter")})
+        export_info.update(layout=LAYOUT, base=BASE_DIR)
+        if manifest.get("adapter"):
+            _write_adapter(run_dir / manifest["adapter"], output / ADAPTER_DIR, (output / BASE_DIR).resolve())
+            export_info["adapter"] = ADAPTER_DIR
+    (output / MANIFEST_NAME).write_text(json.dumps({**manifest, "export": export_info}, indent=2, default=str) + "\n")
     write_model_card(output, {**manifest, "export": export_info})
     return output
+
+
+def _write_adapter(source: Path, dest: Path, base: Path) -> None:
+    """Copy the run's peft adapter to ``dest`` with ``base_model_name_or_path`` set to ``base``."""
+    shutil.copytree(source, dest)
+    config_path = dest / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = str(base)
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
