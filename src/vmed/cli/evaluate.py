@@ -157,16 +157,23 @@ def score(
 
 @eval_app.command("compare")
 def compare(
-    dir_a: Path = typer.Argument(..., help="Evaluation folder (or predictions.jsonl) A."),
-    dir_b: Path = typer.Argument(..., help="Evaluation folder (or predictions.jsonl) B."),
+    runs: list[Path] = typer.Argument(..., help="Two or more evaluation folders (or predictions.jsonl files) on the same data; the first is the baseline."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Folder for leaderboard.md, leaderboard.csv and leaderboard.png (default: print only)."),
     no_meteor: bool = _NO_METEOR,
     bertscore_model: Optional[Path] = _BERTSCORE,
     bootstrap_resamples: int = _RESAMPLES,
     bootstrap_seed: int = _BOOT_SEED,
 ) -> None:
-    """Side-by-side table of every metric: A, B, B - A with its 95% interval, and whether it excludes 0
-    (paired bootstrap over dialogues on the questions both files answer)."""
-    from vmed.evaluation.compare import compare_dirs, format_comparison
+    """Leaderboard of the runs (models as rows, each rule set's headline metrics with 95% CIs) and each run's
+    paired bootstrap difference against the first. With two runs, also every metric side by side (B - A)."""
+    from vmed.evaluation.compare import format_comparison
+    from vmed.evaluation.leaderboard import build_leaderboard, format_markdown, write_leaderboard
 
     options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
-    typer.echo(format_comparison(compare_dirs(dir_a, dir_b, options), str(dir_a), str(dir_b)))
+    board = build_leaderboard(runs, options)
+    typer.echo(format_markdown(board))
+    if len(runs) == 2:
+        typer.echo(format_comparison(list(board.differences[0].values()), str(runs[0]), str(runs[1])))
+    if output is not None:
+        paths = write_leaderboard(board, output)
+        typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
