@@ -150,6 +150,7 @@ def test_api_key_comes_from_the_environment_and_is_never_written(tmp_path, monke
             assert secret not in f.read_text(), f.name
     info = json.loads((tmp_path / "out" / "run_info.json").read_text())
     assert info["request"]["api_key_env"] == "STUB_KEY" and info["model"]["served_model"] == "stub-model"
+    assert f"`stub-model` served at `{stub.url}/v1`" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_served_model_must_be_chosen_when_several_and_bad_urls(tmp_path):
