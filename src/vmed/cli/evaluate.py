@@ -65,19 +65,46 @@ def _summary(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _backend(model: Optional[Path], endpoint: Optional[str], device: Optional[str], served_model: Optional[str],
+             concurrency: int, api_key_env: Optional[str], timeout: float, retries: int):  # fmt: skip
+    """The local engine (--model) or the endpoint client (--endpoint); exactly one of the two."""
+    from vmed.errors import UserInputError
+
+    if (model is None) == (endpoint is None):
+        raise UserInputError("give exactly one of --model DIR (a local model) and --endpoint URL (an OpenAI-compatible server)")
+    if endpoint is None:
+        if served_model is not None or concurrency != 1 or api_key_env is not None:
+            raise UserInputError("--served-model, --concurrency and --api-key-env apply to --endpoint only")
+        from vmed.evaluation.backends import LocalBackend
+        from vmed.inference import Engine
+
+        return LocalBackend(Engine.from_pretrained(model, device=device), model)
+    if device is not None:
+        raise UserInputError("--device applies to --model only (the endpoint's server picks its own device)")
+    from vmed.evaluation.endpoint import EndpointBackend
+
+    return EndpointBackend(endpoint, served_model, concurrency=concurrency, api_key_env=api_key_env, timeout_s=timeout, retries=retries)
+
+
 @eval_app.command("run")
 def run(
     ctx: typer.Context,
-    model: Path = typer.Option(..., "--model", help="Model dir (plain or exported) or training run dir with a LoRA adapter."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model dir (plain or exported) or training run dir with a LoRA adapter."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Instead of --model: an OpenAI-compatible server (vmed serve, vLLM, SGLang, TGI, hosted), e.g. http://127.0.0.1:8000/v1."),
     data: Path = typer.Option(..., "--data", help="Dialogue JSONL to evaluate (images relative to it)."),
     output: Path = typer.Option(..., "--output", help="Folder for predictions.jsonl, run_info.json, metrics.json, report.md, plots. Re-run to resume."),
     mode: str = typer.Option("dialogue", "--mode", help="dialogue: turns in order with context, KV cache reused, then the summary prompt; single: every question on its own, batched."),
     history: str = typer.Option("model", "--history", help="Dialogue context: model = the model's own answers; gold = the reference answers."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Questions per batch in single mode."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Questions per batch in single mode (--model)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest answer, in tokens."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records."),
     summary_prompt: str = typer.Option(SUMMARY_PROMPT, "--summary-prompt", help="The last question of each dialogue, scored against the record's summary."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu)."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device for --model (default: cuda if available, else cpu)."),
+    served_model: Optional[str] = typer.Option(None, "--served-model", help="--endpoint: the model id to request (default: the one /v1/models lists)."),
+    concurrency: int = typer.Option(1, "--concurrency", help="--endpoint: dialogues in flight at once (turns within one stay in order)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="--endpoint: environment variable holding the API key (never logged or recorded)."),
+    timeout: float = typer.Option(300.0, "--timeout", help="--endpoint: seconds per request before it is retried."),
+    retries: int = typer.Option(3, "--retries", help="--endpoint: retries (with backoff) after a timeout, connection error, 429 or 5xx."),
     no_meteor: bool = _NO_METEOR,
     bertscore_model: Optional[Path] = _BERTSCORE,
     bootstrap_resamples: int = _RESAMPLES,
@@ -86,14 +113,13 @@ def run(
     """Answer every record with greedy decoding, write predictions.jsonl as it goes, then score it."""
     from vmed.evaluation.pipeline import score_file
     from vmed.evaluation.runner import run_eval
-    from vmed.inference import Engine
 
     options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
     command = _command_line(ctx)
-    engine = Engine.from_pretrained(model, device=device)
+    backend = _backend(model, endpoint, device, served_model, concurrency, api_key_env, timeout, retries)
     result = run_eval(
-        engine, data, output, mode=mode, history=history, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        limit=limit, summary_prompt=summary_prompt, model_path=model, command=command,
+        backend, data, output, mode=mode, history=history, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        limit=limit, summary_prompt=summary_prompt, command=command,
     )  # fmt: skip
     typer.echo(
         f"answered {result.dialogues_done} dialogues ({result.dialogues_resumed} kept from an earlier run), "
@@ -131,16 +157,23 @@ def score(
 
 @eval_app.command("compare")
 def compare(
-    dir_a: Path = typer.Argument(..., help="Evaluation folder (or predictions.jsonl) A."),
-    dir_b: Path = typer.Argument(..., help="Evaluation folder (or predictions.jsonl) B."),
+    runs: list[Path] = typer.Argument(..., help="Two or more evaluation folders (or predictions.jsonl files) on the same data; the first is the baseline."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Folder for leaderboard.md, leaderboard.csv and leaderboard.png (default: print only)."),
     no_meteor: bool = _NO_METEOR,
     bertscore_model: Optional[Path] = _BERTSCORE,
     bootstrap_resamples: int = _RESAMPLES,
     bootstrap_seed: int = _BOOT_SEED,
 ) -> None:
-    """Side-by-side table of every metric: A, B, B - A with its 95% interval, and whether it excludes 0
-    (paired bootstrap over dialogues on the questions both files answer)."""
-    from vmed.evaluation.compare import compare_dirs, format_comparison
+    """Leaderboard of the runs (models as rows, each rule set's headline metrics with 95% CIs) and each run's
+    paired bootstrap difference against the first. With two runs, also every metric side by side (B - A)."""
+    from vmed.evaluation.compare import format_comparison
+    from vmed.evaluation.leaderboard import build_leaderboard, format_markdown, write_leaderboard
 
     options = _options(no_meteor, bertscore_model, bootstrap_resamples, bootstrap_seed)
-    typer.echo(format_comparison(compare_dirs(dir_a, dir_b, options), str(dir_a), str(dir_b)))
+    board = build_leaderboard(runs, options)
+    typer.echo(format_markdown(board))
+    if len(runs) == 2:
+        typer.echo(format_comparison(list(board.differences[0].values()), str(runs[0]), str(runs[1])))
+    if output is not None:
+        paths = write_leaderboard(board, output)
+        typer.echo(f"wrote {', '.join(str(p) for p in paths)}")

@@ -22,7 +22,7 @@ from vmed.evaluation.predictions import read_predictions
 from vmed.evaluation.report import format_metric, format_number
 from vmed.evaluation.scoring import METRICS, RowStatistics, ScoreOptions, metric_aggregator, aggregate, row_statistics
 
-__all__ = ["ComparisonRow", "compare_dirs", "compare_statistics", "format_comparison"]
+__all__ = ["ComparisonRow", "compare_dirs", "compare_statistics", "format_comparison", "predictions_path"]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ComparisonRow:
     n_shared: int
 
 
-def _predictions_path(p: str | os.PathLike) -> Path:
+def predictions_path(p: str | os.PathLike) -> Path:
     path = Path(p)
     if path.is_dir():
         path = path / PREDICTIONS_FILE
@@ -73,8 +73,8 @@ def compare_statistics(ra: RowStatistics, rb: RowStatistics, options: ScoreOptio
 
 def compare_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike, options: ScoreOptions = ScoreOptions()) -> list[ComparisonRow]:
     """Score both predictions files (folders holding predictions.jsonl, or the files) and compare them."""
-    ra = row_statistics(read_predictions(_predictions_path(dir_a)), options)
-    rb = row_statistics(read_predictions(_predictions_path(dir_b)), options)
+    ra = row_statistics(read_predictions(predictions_path(dir_a)), options)
+    rb = row_statistics(read_predictions(predictions_path(dir_b)), options)
     return compare_statistics(ra, rb, options)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from vmed.data.schema import iter_json_lines
 from vmed.errors import UserInputError
 
-__all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "write_rows", "sha256_file"]
+__all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "write_rows", "PredictionsWriter", "sha256_file"]
 
 ANSWER_TYPES = ("closed", "open", "summary")
 REQUIRED_KEYS = ("id", "turn", "question", "reference", "prediction", "answer_type", "question_type")
@@ -114,14 +114,10 @@ def read_predictions(path: str | os.PathLike) -> list[PredictionRow]:
     return rows
 
 
-def load_complete_rows(path: Path, expected: dict[str, int]) -> tuple[list[PredictionRow], set[str]]:
-    """For resuming: the rows of dialogues that are complete in ``path`` and their ids.
-
-    A truncated last line is dropped, and so are the rows of any dialogue with fewer rows than
-    ``expected[id]`` (written before a crash). The caller rewrites the file with the returned rows.
-    """
+def _readable_rows(path: Path) -> list[PredictionRow]:
+    """Every row of ``path`` that parses; a partial line from an interrupted write is left out."""
     if not path.is_file():
-        return [], set()
+        return []
     rows: list[PredictionRow] = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
@@ -129,12 +125,62 @@ def load_complete_rows(path: Path, expected: dict[str, int]) -> tuple[list[Predi
         try:
             rows.append(PredictionRow.from_dict(json.loads(line), f"{path}:{lineno}"))
         except (json.JSONDecodeError, UserInputError):
-            continue  # a partial line from an interrupted write
+            continue
+    return rows
+
+
+def load_complete_rows(path: Path, expected: dict[str, int]) -> tuple[list[PredictionRow], set[str]]:
+    """For resuming: the rows of dialogues that are complete in ``path`` and their ids.
+
+    A truncated last line is dropped, and so are the rows of any dialogue with fewer rows than
+    ``expected[id]`` (written before a crash). The caller rewrites the file with the returned rows.
+    """
+    rows = _readable_rows(path)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.id] = counts.get(r.id, 0) + 1
     done = {i for i, n in counts.items() if expected.get(i) == n}
     return [r for r in rows if r.id in done], done
+
+
+class PredictionsWriter:
+    """The one writer of a run's predictions.jsonl.
+
+    ``resume`` keeps the complete dialogues already in the file (see :func:`load_complete_rows`). Inside
+    ``with``, ``write`` appends one dialogue's rows and flushes them to disk, in whatever order dialogues
+    finish; on leaving, the file is rewritten sorted by ``order`` (record id -> position in the data file)
+    and turn, so its bytes do not depend on how many dialogues were in flight.
+    """
+
+    def __init__(self, path: Path, order: dict[str, int]) -> None:
+        self.path = path
+        self.order = order
+        self._f: Any = None
+
+    def resume(self, expected: dict[str, int]) -> tuple[set[str], int]:
+        """Keep the complete dialogues of an earlier run; return their ids and their row count."""
+        kept, done = load_complete_rows(self.path, expected)
+        self._rewrite(kept)
+        return done, len(kept)
+
+    def __enter__(self) -> "PredictionsWriter":
+        self._f = self.path.open("a", encoding="utf-8")
+        return self
+
+    def write(self, rows: Iterable[PredictionRow]) -> None:
+        write_rows(self._f, rows)
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+        self._f = None
+        self._rewrite(_readable_rows(self.path))
+
+    def _rewrite(self, rows: list[PredictionRow]) -> None:
+        rows = sorted(rows, key=lambda r: (self.order.get(r.id, len(self.order)), r.turn))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            write_rows(f, rows)
+        os.replace(tmp, self.path)
 
 
 def write_rows(f, rows: Iterable[PredictionRow]) -> None:

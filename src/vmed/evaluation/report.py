@@ -57,7 +57,10 @@ def _provenance(doc: dict) -> list[str]:
     if run:
         lines.append(f"- run command: `{run.get('command', '?')}`")
         model = run.get("model") or {}
-        lines.append(f"- model: `{model.get('path', '?')}` (sha256 `{model.get('sha256', '?')}`, over {model.get('files', '?')} files)")
+        if "endpoint" in model:  # vmed eval run --endpoint
+            lines.append(f"- model: `{model.get('served_model')}` served at `{model['endpoint']}`")
+        else:
+            lines.append(f"- model: `{model.get('path', '?')}` (sha256 `{model.get('sha256', '?')}`, over {model.get('files', '?')} files)")
         data = run.get("data") or {}
         lines.append(f"- data: `{data.get('path', '?')}` (sha256 `{data.get('sha256', '?')}`)")
         lines.append(

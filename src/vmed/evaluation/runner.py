@@ -1,6 +1,9 @@
 """Run a model over a dialogue JSONL file and write predictions.jsonl (the input of ``vmed eval score``).
 
-Two protocols:
+``run_eval`` reads top to bottom: check the settings (and that an existing folder holds the same run),
+keep the complete dialogues of an earlier run, ask the rest through a backend (the local engine, or an
+OpenAI-compatible endpoint: :mod:`vmed.evaluation.backends`, :mod:`vmed.evaluation.endpoint`) with the
+protocol of :mod:`vmed.evaluation.protocol`, then write the tally to run_info.json. Two protocols:
 
 * ``dialogue`` (default): per image, the turns are asked in order with the conversation so far as context
   (the model's own answers, or the references with ``history="gold"``), then the summary prompt is asked
@@ -12,7 +15,8 @@ Two protocols:
 Decoding is greedy with a fixed seed, so a rerun writes the same file. Rows are appended and flushed one
 dialogue at a time; running again into the same folder resumes: complete dialogues are kept, a partial
 last line and the rows of an unfinished dialogue are dropped. A record whose image cannot be read (or
-whose prompt does not fit the context) is skipped with its reason, and the run goes on.
+whose prompt does not fit the context, or that an endpoint refuses) is skipped with its reason, and the
+run goes on. A backend that stops answering stops the run (status ``interrupted`` in run_info.json).
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from vmed.constants import SUMMARY_PROMPT
 from vmed.data.schema import Dialogue, RecordError, read_jsonl, resolve_image
 from vmed.errors import UserInputError
+from vmed.evaluation.backends import BackendUnavailable, EvalBackend, LocalBackend, hash_model_dir
 from vmed.evaluation.pipeline import PREDICTIONS_FILE, RUN_INFO
-from vmed.evaluation.predictions import PredictionRow, load_complete_rows, sha256_file, write_rows
+from vmed.evaluation.predictions import PredictionsWriter, sha256_file
+from vmed.evaluation.protocol import EvalProtocol, Tally, drive
 
 __all__ = ["RunResult", "run_eval", "MODES", "HISTORIES", "hash_model_dir"]
 
@@ -52,18 +58,6 @@ class RunResult:
     rows: int
     skipped: list[dict[str, str]] = field(default_factory=list)
     dialogues_without_summary: int = 0
-
-
-def hash_model_dir(path: str | os.PathLike) -> dict[str, Any]:
-    """sha256 over a model folder: each file's relative path and content hash, in sorted order."""
-    root = Path(path)
-    if root.is_file():
-        return {"path": str(root), "sha256": sha256_file(root), "files": 1}
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode() + b"\n")
-    return {"path": str(root), "sha256": h.hexdigest(), "files": len(files)}
 
 
 def _images_digest(records: Sequence[Dialogue], data_path: Path) -> str:
@@ -94,36 +88,6 @@ def _read_records(data_path: Path) -> list[Dialogue]:
     return records
 
 
-def _rows_for(rec: Dialogue, answers: Sequence[Any], questions: Sequence[str], mode: str, history: str) -> list[PredictionRow]:
-    """One row per answered turn, then the summary row (when the record has a summary)."""
-    rows = []
-    for t, turn in enumerate(rec.turns):
-        extra: dict[str, Any] = {"source": rec.source, "mode": mode, "history": history, "finish_reason": answers[t].finish_reason}
-        if turn.alternatives:
-            extra["alternatives"] = list(turn.alternatives)
-        if turn.qid is not None:
-            extra["qid"] = turn.qid
-        rows.append(PredictionRow(rec.id, t, turn.question, turn.answer, answers[t].text.strip(), turn.answer_type,
-                                  turn.question_type, extra))  # fmt: skip
-    if rec.summary:
-        t = len(rec.turns)
-        extra = {"source": rec.source, "mode": mode, "history": history, "finish_reason": answers[t].finish_reason}
-        rows.append(PredictionRow(rec.id, t, questions[t], rec.summary, answers[t].text.strip(), "summary", "summary", extra))
-    return rows
-
-
-def _questions(rec: Dialogue, summary_prompt: str) -> list[str]:
-    return [t.question for t in rec.turns] + ([summary_prompt] if rec.summary else [])
-
-
-def _load(rec: Dialogue, data_path: Path):
-    """The record's RGB image (None for a record without an image)."""
-    from vmed.imaging import load_image
-
-    p = resolve_image(rec, data_path)
-    return None if p is None else load_image(p)
-
-
 def _check_resume(info_path: Path, settings: dict[str, Any]) -> None:
     if not info_path.is_file():
         return
@@ -149,18 +113,36 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _chunks(records: Sequence[Dialogue], summary_prompt: str, batch_size: int) -> Iterable[list[Dialogue]]:
-    """Groups of whole dialogues holding at least ``batch_size`` questions (the last may hold fewer)."""
-    chunk: list[Dialogue] = []
-    n = 0
-    for rec in records:
-        chunk.append(rec)
-        n += len(_questions(rec, summary_prompt))
-        if n >= batch_size:
-            yield chunk
-            chunk, n = [], 0
-    if chunk:
-        yield chunk
+def _data_settings(data_path: Path, all_records: Sequence[Dialogue]) -> dict[str, Any]:
+    return {"path": str(data_path), "sha256": sha256_file(data_path), "images_sha256": _images_digest(all_records, data_path)}
+
+
+def _start_info(settings: dict[str, Any], backend: EvalBackend, command: str | None, batch_size: int, limit: int | None) -> dict[str, Any]:
+    """run_info.json's fixed part: the command, the settings that must match to resume, how requests are sent."""
+    from vmed import __version__
+
+    info: dict[str, Any] = {"command": command, **settings, "batch_size": batch_size, "limit": limit, "greedy": True}
+    request = backend.request_settings()
+    if request is not None:
+        info["request"] = request
+    info["versions"] = {"vmed": __version__, **backend.versions(), "python": platform.python_version()}
+    info["started_at"] = _now()
+    return info
+
+
+def _end_info(info: dict[str, Any], result: RunResult, status: str, **more: Any) -> dict[str, Any]:
+    return {
+        **info,
+        "status": status,
+        "dialogues_total": result.dialogues_total,
+        "dialogues_done": result.dialogues_done + result.dialogues_resumed,
+        "dialogues_resumed": result.dialogues_resumed,
+        "dialogues_without_summary": result.dialogues_without_summary,
+        "rows": result.rows,
+        "skipped": result.skipped,
+        **more,
+        "finished_at": _now(),
+    }
 
 
 def run_eval(
@@ -179,20 +161,68 @@ def run_eval(
     command: str | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Answer every record of ``data_path`` with ``engine`` and write ``output_dir/predictions.jsonl``
-    (plus run_info.json with the settings, hashes, skipped records and timestamps).
+    """Answer every record of ``data_path`` and write ``output_dir/predictions.jsonl`` (plus run_info.json
+    with the settings, hashes, skipped records and timestamps).
 
     Args:
-        engine: a :class:`vmed.inference.Engine` (anything with its ``dialogue`` and ``generate_batch``).
-        mode: ``"dialogue"`` (turns in order, KV cache reused, then the summary prompt) or ``"single"``.
+        engine: what answers: a :class:`vmed.inference.Engine` (anything with its ``dialogue`` and
+            ``generate_batch``), or an :class:`~vmed.evaluation.backends.EvalBackend` such as
+            :class:`~vmed.evaluation.endpoint.EndpointBackend`.
+        mode: ``"dialogue"`` (turns in order with context, then the summary prompt) or ``"single"``.
         history: in dialogue mode, ``"model"`` (the model's own earlier answers) or ``"gold"`` (references).
-        batch_size: questions per batch in single mode.
+        batch_size: questions per batch in single mode (local engine).
         limit: only the first ``limit`` records.
-        model_path: recorded (with its sha256) in run_info.json.
+        model_path: for an engine, recorded (with its sha256) in run_info.json.
+    Raises:
+        BackendUnavailable: the backend stopped answering; every finished dialogue is kept, run again to resume.
     """
-    from vmed.imaging import ImageError
     from vmed.inference import GenParams
 
+    _check_arguments(mode, history, batch_size, limit)
+    backend = engine if isinstance(engine, EvalBackend) else LocalBackend(engine, model_path)
+    data_path, out = Path(data_path), Path(output_dir)
+    all_records = _read_records(data_path)
+    records = all_records[:limit] if limit is not None else all_records
+    protocol = EvalProtocol(mode, history, summary_prompt, batch_size,
+                            GenParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=seed), data_path)  # fmt: skip
+
+    # 1. settings, and refusing to resume a folder that holds another run
+    settings: dict[str, Any] = {"mode": mode, "history": history, "max_new_tokens": max_new_tokens, "seed": seed,
+                                "summary_prompt": summary_prompt, "data": _data_settings(data_path, all_records),
+                                "model": backend.identity()}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    info_path = out / RUN_INFO
+    _check_resume(info_path, settings)
+
+    # 2. keep the complete dialogues of an earlier run
+    writer = PredictionsWriter(out / PREDICTIONS_FILE, {r.id: i for i, r in enumerate(all_records)})
+    done_ids, kept_rows = writer.resume({r.id: len(protocol.questions(r)) for r in records})
+    info = _start_info(settings, backend, command, batch_size, limit)
+    _write_json(info_path, {**info, "status": "running"})
+
+    # 3. ask the rest
+    pending = [r for r in records if r.id not in done_ids]
+    result = RunResult(out, writer.path, len(records), 0, len(done_ids), kept_rows)
+    result.dialogues_without_summary = sum(1 for r in records if not r.summary)
+    tally = Tally()
+    try:
+        with writer:
+            drive(protocol, backend, pending, writer, tally, progress)
+    except BackendUnavailable as e:
+        _collect(result, tally, writer.order)
+        _write_json(info_path, _end_info(info, result, "interrupted", error=str(e)))
+        raise BackendUnavailable(
+            f"{e}. Stopped after {result.dialogues_done + result.dialogues_resumed} of {result.dialogues_total} dialogues "
+            f"(kept in {writer.path}); run the same command again to resume."
+        ) from None
+
+    # 4. the tally
+    _collect(result, tally, writer.order)
+    _write_json(info_path, _end_info(info, result, "complete"))
+    return result
+
+
+def _check_arguments(mode: str, history: str, batch_size: int, limit: int | None) -> None:
     if mode not in MODES:
         raise UserInputError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if history not in HISTORIES:
@@ -203,120 +233,10 @@ def run_eval(
         raise UserInputError(f"batch size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise UserInputError(f"limit must be >= 1, got {limit}")
-    data_path = Path(data_path)
-    out = Path(output_dir)
-    all_records = _read_records(data_path)
-    records = all_records[:limit] if limit is not None else all_records
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)
 
-    settings: dict[str, Any] = {
-        "mode": mode,
-        "history": history,
-        "max_new_tokens": max_new_tokens,
-        "seed": seed,
-        "summary_prompt": summary_prompt,
-        "data": {"path": str(data_path), "sha256": sha256_file(data_path), "images_sha256": _images_digest(all_records, data_path)},
-        "model": hash_model_dir(model_path) if model_path is not None else None,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    info_path, pred_path = out / RUN_INFO, out / PREDICTIONS_FILE
-    _check_resume(info_path, settings)
 
-    expected = {r.id: len(_questions(r, summary_prompt)) for r in records}
-    kept, done_ids = load_complete_rows(pred_path, expected)
-    tmp = pred_path.with_name(pred_path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        write_rows(f, kept)
-    os.replace(tmp, pred_path)
-
-    import torch
-    import transformers
-
-    from vmed import __version__
-
-    info: dict[str, Any] = {
-        "command": command,
-        **settings,
-        "batch_size": batch_size,
-        "limit": limit,
-        "greedy": True,
-        "versions": {"vmed": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},  # fmt: skip
-        "started_at": _now(),
-    }
-    _write_json(info_path, {**info, "status": "running"})
-
-    pending = [r for r in records if r.id not in done_ids]
-    result = RunResult(out, pred_path, len(records), 0, len(done_ids), len(kept))
-    result.dialogues_without_summary = sum(1 for r in records if not r.summary)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(pending), unit="dialogue", desc=f"eval {mode}", disable=not progress, dynamic_ncols=True)
-    skippable = (ImageError, UserInputError, OSError)
-    with pred_path.open("a", encoding="utf-8") as f:
-
-        def finish(rec: Dialogue, answers: Sequence[Any]) -> None:
-            rows = _rows_for(rec, answers, _questions(rec, summary_prompt), mode, history)
-            write_rows(f, rows)
-            result.rows += len(rows)
-            result.dialogues_done += 1
-
-        def skip(rec: Dialogue, e: BaseException) -> None:
-            result.skipped.append({"id": rec.id, "reason": f"{type(e).__name__}: {e}"})
-
-        if mode == "dialogue":
-            for rec in pending:
-                try:
-                    image = _load(rec, data_path)
-                    gold = None
-                    if history == "gold":
-                        gold = [t.answer for t in rec.turns] + ([rec.summary] if rec.summary else [])
-                    finish(rec, engine.dialogue(image, _questions(rec, summary_prompt), params, gold_answers=gold))
-                except skippable as e:
-                    skip(rec, e)
-                bar.update(1)
-        else:
-            for chunk in _chunks(pending, summary_prompt, batch_size):
-                loaded: list[tuple[Dialogue, Any]] = []
-                for rec in chunk:
-                    try:
-                        loaded.append((rec, _load(rec, data_path)))
-                    except skippable as e:
-                        skip(rec, e)
-                items = [(img, [], q) for rec, img in loaded for q in _questions(rec, summary_prompt)]
-                try:
-                    answers = engine.generate_batch(items, params, batch_size) if items else []
-                except UserInputError:
-                    answers = None  # one record does not fit: answer record by record to find it
-                if answers is not None:
-                    k = 0
-                    for rec, _ in loaded:
-                        n = len(_questions(rec, summary_prompt))
-                        finish(rec, answers[k : k + n])
-                        k += n
-                else:
-                    for rec, img in loaded:
-                        try:
-                            qs = _questions(rec, summary_prompt)
-                            finish(rec, engine.generate_batch([(img, [], q) for q in qs], params, batch_size))
-                        except UserInputError as e:
-                            skip(rec, e)
-                bar.update(len(chunk))
-    bar.close()
-    _write_json(
-        info_path,
-        {
-            **info,
-            "status": "complete",
-            "dialogues_total": result.dialogues_total,
-            "dialogues_done": result.dialogues_done + result.dialogues_resumed,
-            "dialogues_resumed": result.dialogues_resumed,
-            "dialogues_without_summary": result.dialogues_without_summary,
-            "rows": result.rows,
-            "skipped": result.skipped,
-            "finished_at": _now(),
-        },
-    )
-    return result
-
+def _collect(result: RunResult, tally: Tally, order: dict[str, int]) -> None:
+    """Add the drive's counts to ``result``; skipped records in data-file order (whatever finished first)."""
+    result.dialogues_done += tally.dialogues_done
+    result.rows += tally.rows
+    result.skipped = sorted(tally.skipped, key=lambda s: order.get(s["id"], len(order)))
