@@ -13,18 +13,22 @@ accelerate, evaluation, TensorBoard, progress bars, RNG and data-position restor
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib.util
 import os
+import typing
 from typing import Any
 
 import torch
+import transformers
 from transformers import Trainer, TrainingArguments
 
 from vmed.config import TrainConfig
 from vmed.data.collate import LengthGroupedSampler
 from vmed.errors import ConfigError
 
-__all__ = ["VmedTrainer", "TRAINABLE_FILE", "training_arguments", "check_precision"]
+__all__ = ["VmedTrainer", "TRAINABLE_FILE", "training_arguments", "check_precision", "resolve_report_to"]
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -48,53 +52,138 @@ def check_precision(cfg: TrainConfig) -> None:
         raise ConfigError("runtime.attn_implementation=flash_attention_2 needs the flash-attn package; use sdpa")
 
 
-def _report_to(choice: str) -> list[str]:
-    if choice == "none":
+_TRACKERS: dict[str, tuple[str, str]] = {
+    "azure_ml": ("is_azureml_available", "azureml-sdk"),
+    "comet_ml": ("is_comet_available", "comet-ml"),
+    "mlflow": ("is_mlflow_available", "mlflow"),
+    "neptune": ("is_neptune_available", "neptune"),
+    "tensorboard": ("is_tensorboard_available", "tensorboard"),
+    "trackio": ("is_trackio_available", "trackio"),
+    "wandb": ("is_wandb_available", "wandb"),
+    "codecarbon": ("is_codecarbon_available", "codecarbon"),
+    "clearml": ("is_clearml_available", "clearml"),
+    "dagshub": ("is_dagshub_available", "dagshub"),
+    "flyte": ("is_flytekit_available", "flytekit"),
+    "dvclive": ("is_dvclive_available", "dvclive"),
+    "swanlab": ("is_swanlab_available", "swanlab"),
+    "kubeflow": ("is_kubeflow_available", "kubeflow"),
+}
+"""Tracker name -> (transformers' availability check, pip package). A tracker the installed Trainer knows but this
+table does not (a newer transformers) is passed on unchecked: the Trainer's own callback then reports a missing package."""
+
+
+def resolve_report_to(choice: str | list[str]) -> list[str]:
+    """``runtime.report_to`` as the Trainer's ``report_to`` list: auto = TensorBoard when installed, none, all, or the
+    names the installed transformers accepts; a tracker whose package is missing is a ConfigError naming the package."""
+    from transformers.integrations import integration_utils as iu
+
+    names = [choice] if isinstance(choice, str) else list(choice)
+    special = {"auto", "none", "all"} & set(names)
+    if special and len(names) > 1:
+        raise ConfigError(f"runtime.report_to: {sorted(special)[0]!r} cannot be combined with other trackers ({names})")
+    if names == ["auto"]:
+        return ["tensorboard"] if iu.is_tensorboard_available() else []
+    if names == ["none"]:
         return []
-    has_tb = importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
-    if choice == "tensorboard" and not has_tb:
-        raise ConfigError("runtime.report_to=tensorboard but tensorboard is not installed: pip install tensorboard")
-    return ["tensorboard"] if has_tb else []
+    if names == ["all"]:
+        return list(iu.get_available_reporting_integrations())
+    known = list(iu.INTEGRATION_TO_CALLBACK)
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"runtime.report_to: {name!r} is not a tracker of the installed transformers {transformers.__version__}; "
+                f"choose from auto, none, all, {', '.join(known)}"
+            )
+        check, package = _TRACKERS.get(name, (None, name))
+        if check is not None and hasattr(iu, check) and not getattr(iu, check)():
+            raise ConfigError(f"runtime.report_to={name} needs the {package} package, which is not installed: pip install {package}")
+    return names
+
+
+def _vmed_arguments(cfg: TrainConfig, *, has_eval: bool) -> dict[str, tuple[Any, str]]:
+    """The TrainingArguments vmed sets: name -> (value, the vmed key it comes from, or why vmed fixes it)."""
+    o, rt = cfg.optim, cfg.runtime
+    eval_every = rt.eval_steps if (has_eval and rt.eval_steps > 0) else 0
+    fixed = "fixed by vmed"
+    return {
+        "output_dir": (cfg.output_dir, "output_dir"),
+        "per_device_train_batch_size": (o.batch_size, "optim.batch_size"),
+        "per_device_eval_batch_size": (o.batch_size, "optim.batch_size"),
+        "gradient_accumulation_steps": (o.grad_accum, "optim.grad_accum"),
+        "learning_rate": (o.lr, "optim.lr"),
+        "weight_decay": (o.weight_decay, "optim.weight_decay"),
+        "warmup_steps": (o.warmup_ratio, "optim.warmup_ratio"),  # a float below 1 is a ratio of the steps (transformers 5)
+        "lr_scheduler_type": (o.scheduler, "optim.scheduler"),
+        "num_train_epochs": (o.epochs, "optim.epochs"),
+        "max_steps": (o.max_steps, "optim.max_steps"),
+        "max_grad_norm": (o.max_grad_norm, "optim.max_grad_norm"),
+        "bf16": (rt.precision == "bf16", "runtime.precision"),
+        "fp16": (rt.precision == "fp16", "runtime.precision"),
+        "use_cpu": (not torch.cuda.is_available(), f"{fixed}: the CPU exactly when there is no CUDA device"),
+        "gradient_checkpointing": (rt.gradient_checkpointing, "runtime.gradient_checkpointing"),
+        "gradient_checkpointing_kwargs": ({"use_reentrant": False} if rt.gradient_checkpointing else None,
+                                          "runtime.gradient_checkpointing"),
+        "seed": (rt.seed, "runtime.seed"),
+        "data_seed": (rt.seed, "runtime.seed"),
+        "logging_steps": (rt.logging_steps, "runtime.logging_steps"),
+        "logging_first_step": (True, f"{fixed}: the first loss is always logged (train_log.jsonl)"),
+        "eval_strategy": ("steps" if eval_every else "no", "runtime.eval_steps"),
+        "eval_steps": (eval_every or None, "runtime.eval_steps"),
+        "save_strategy": ("steps" if rt.save_steps > 0 else "no", "runtime.save_steps"),
+        "save_steps": (rt.save_steps if rt.save_steps > 0 else 500, "runtime.save_steps"),
+        "save_total_limit": (rt.save_total_limit, "runtime.save_total_limit"),
+        "report_to": (resolve_report_to(rt.report_to), "runtime.report_to"),
+        "disable_tqdm": (not rt.progress_bar, "runtime.progress_bar"),
+        "remove_unused_columns": (False, f"{fixed}: the collator needs every column of the dataset"),
+        "dataloader_num_workers": (cfg.data.num_workers, "data.num_workers"),
+        "train_sampling_strategy": ("group_by_length" if cfg.data.group_by_length else "random", "data.group_by_length"),
+        "ddp_find_unused_parameters": (False, f"{fixed}: frozen parts have no gradients by design, never unused ones"),
+        "label_names": (["labels"], f"{fixed}: the collator's label column"),
+    }
+
+
+def _check_passthrough_type(key: str, value: Any, annotation: Any) -> None:
+    """Plain bool / int / float TrainingArguments must get a value of that type (``"yes"`` is not a bool)."""
+    args = {a for a in typing.get_args(annotation) if a is not type(None)} or {annotation}
+    if value is None and type(None) in typing.get_args(annotation):
+        return
+    expected = next(iter(args)) if len(args) == 1 else None
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+    }.get(expected, True)
+    if not ok:
+        raise ConfigError(f"config key 'trainer.{key}': expected {expected.__name__}, got {value!r}")
 
 
 def training_arguments(cfg: TrainConfig, *, has_eval: bool) -> TrainingArguments:
-    """TrainingArguments from a stage config (the Trainer's output_dir is the run directory)."""
-    o, rt = cfg.optim, cfg.runtime
-    eval_every = rt.eval_steps if (has_eval and rt.eval_steps > 0) else 0
-    return TrainingArguments(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=o.batch_size,
-        per_device_eval_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        warmup_steps=o.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
-        lr_scheduler_type=o.scheduler,
-        num_train_epochs=o.epochs,
-        max_steps=o.max_steps,
-        max_grad_norm=o.max_grad_norm,
-        bf16=rt.precision == "bf16",
-        fp16=rt.precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=rt.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if rt.gradient_checkpointing else None,
-        seed=rt.seed,
-        data_seed=rt.seed,
-        logging_steps=rt.logging_steps,
-        logging_first_step=True,
-        eval_strategy="steps" if eval_every else "no",
-        eval_steps=eval_every or None,
-        save_strategy="steps" if rt.save_steps > 0 else "no",
-        save_steps=rt.save_steps if rt.save_steps > 0 else 500,
-        save_total_limit=rt.save_total_limit,
-        report_to=_report_to(rt.report_to),
-        disable_tqdm=not rt.progress_bar,
-        remove_unused_columns=False,
-        dataloader_num_workers=cfg.data.num_workers,
-        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
-        ddp_find_unused_parameters=False,
-        label_names=["labels"],
-    )
+    """TrainingArguments from a stage config (the Trainer's output_dir is the run directory), plus ``cfg.trainer``.
+
+    ``cfg.trainer`` passes further arguments through, checked against the installed transformers: an unknown name
+    fails naming it (with close matches), and a name vmed sets from its own config is refused with the vmed key to use.
+    """
+    own = _vmed_arguments(cfg, has_eval=has_eval)
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(TrainingArguments)
+    for key, value in cfg.trainer.items():
+        if key in own:
+            source = own[key][1]
+            hint = "vmed fixes it" + source.split("fixed by vmed", 1)[1] if source.startswith("fixed by vmed") else f"set {source} instead"
+            raise ConfigError(f"config key 'trainer.{key}': vmed sets TrainingArguments.{key} itself; {hint}")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            raise ConfigError(
+                f"config key 'trainer.{key}': transformers {transformers.__version__} TrainingArguments has no argument "
+                f"{key!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
+        _check_passthrough_type(key, value, hints.get(key))
+    try:
+        return TrainingArguments(**{k: v for k, (v, _) in own.items()}, **cfg.trainer)
+    except ValueError as e:  # TrainingArguments' own checks (an unknown optim name, conflicting flags)
+        if not cfg.trainer:
+            raise
+        raise ConfigError(f"config keys {', '.join('trainer.' + k for k in cfg.trainer)}: TrainingArguments refused them: {e}") from None
 
 
 class VmedTrainer(Trainer):
