@@ -94,6 +94,24 @@ def test_qlora_without_bitsandbytes_is_refused(monkeypatch):
         check_precision(load_config(None, ["runtime.quantization=4bit", "policy.llm=lora"]))
 
 
+def test_qlora_config_is_nf4_with_the_vision_tower_projector_and_lm_head_kept():
+    from transformers import BitsAndBytesConfig
+
+    from vmed.model import build_preset
+    from vmed.training.quantize import qlora_config
+
+    cfg = qlora_config()
+    assert isinstance(cfg, BitsAndBytesConfig)
+    assert cfg.load_in_4bit and not cfg.load_in_8bit and cfg.quantization_method() == "nf4"
+    assert cfg.bnb_4bit_use_double_quant and cfg.bnb_4bit_compute_dtype == torch.bfloat16
+    # what transformers would quantize: the Linear layers whose names contain none of the skip names
+    model, _ = build_preset("tiny", seed=0)
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [n for n in linear if not any(s in n for s in cfg.llm_int8_skip_modules)]
+    assert quantized and all(n.startswith("model.language_model.layers.") for n in quantized)
+    assert any("vision_tower" in n for n in linear) and any("multi_modal_projector" in n for n in linear)
+
+
 def test_collator_pads_right_and_masks_labels():
     items = [
         {"input_ids": torch.tensor([1, 2, 3]), "labels": torch.tensor([-100, 2, 3]), "attention_mask": torch.ones(3, dtype=torch.long),

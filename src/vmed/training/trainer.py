@@ -100,6 +100,13 @@ def resolve_report_to(choice: str | list[str]) -> list[str]:
     return names
 
 
+_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+_CHECKPOINTING = "activation_checkpointing" if "activation_checkpointing" in _FIELDS else "gradient_checkpointing"
+"""transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
+_ALIASES = {"gradient_checkpointing": "activation_checkpointing", "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+_ALIASES.update({new: old for old, new in list(_ALIASES.items())})
+
+
 def _vmed_arguments(cfg: TrainConfig, *, has_eval: bool) -> dict[str, tuple[Any, str]]:
     """The TrainingArguments vmed sets: name -> (value, the vmed key it comes from, or why vmed fixes it)."""
     o, rt = cfg.optim, cfg.runtime
@@ -120,9 +127,9 @@ def _vmed_arguments(cfg: TrainConfig, *, has_eval: bool) -> dict[str, tuple[Any,
         "bf16": (rt.precision == "bf16", "runtime.precision"),
         "fp16": (rt.precision == "fp16", "runtime.precision"),
         "use_cpu": (not torch.cuda.is_available(), f"{fixed}: the CPU exactly when there is no CUDA device"),
-        "gradient_checkpointing": (rt.gradient_checkpointing, "runtime.gradient_checkpointing"),
-        "gradient_checkpointing_kwargs": ({"use_reentrant": False} if rt.gradient_checkpointing else None,
-                                          "runtime.gradient_checkpointing"),
+        _CHECKPOINTING: (rt.gradient_checkpointing, "runtime.gradient_checkpointing"),
+        _CHECKPOINTING + "_kwargs": ({"use_reentrant": False} if rt.gradient_checkpointing else None,
+                                     "runtime.gradient_checkpointing"),
         "seed": (rt.seed, "runtime.seed"),
         "data_seed": (rt.seed, "runtime.seed"),
         "logging_steps": (rt.logging_steps, "runtime.logging_steps"),
@@ -164,15 +171,15 @@ def training_arguments(cfg: TrainConfig, *, has_eval: bool) -> TrainingArguments
     fails naming it (with close matches), and a name vmed sets from its own config is refused with the vmed key to use.
     """
     own = _vmed_arguments(cfg, has_eval=has_eval)
-    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
     hints = typing.get_type_hints(TrainingArguments)
     for key, value in cfg.trainer.items():
-        if key in own:
-            source = own[key][1]
+        owned = key if key in own else _ALIASES.get(key)
+        if owned in own:
+            source = own[owned][1]
             hint = "vmed fixes it" + source.split("fixed by vmed", 1)[1] if source.startswith("fixed by vmed") else f"set {source} instead"
             raise ConfigError(f"config key 'trainer.{key}': vmed sets TrainingArguments.{key} itself; {hint}")
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3)
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, sorted(_FIELDS), n=3)
             raise ConfigError(
                 f"config key 'trainer.{key}': transformers {transformers.__version__} TrainingArguments has no argument "
                 f"{key!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
