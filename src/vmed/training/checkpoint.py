@@ -74,7 +74,7 @@ def verify_checkpoint(ckpt: str | Path, trainable_file: str = "trainable.safeten
 
     Checks the completion marker, that the trainable weights' safetensors header reads and covers the file (a
     truncated file fails here), that ``trainer_state.json`` parses with a ``global_step``, and that every
-    ``*.pt`` / ``*.pth`` file the Trainer restores (optimizer, scheduler, RNG states) has an intact zip directory.
+    ``*.pt`` / ``*.pth`` / ``*.bin`` file the Trainer restores (optimizer, scheduler, RNG states, FSDP optimizer) has an intact zip directory.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -98,7 +98,7 @@ def verify_checkpoint(ckpt: str | Path, trainable_file: str = "trainable.safeten
         return f"trainer_state.json is not valid JSON ({e})"
     if not isinstance(step, int):
         return "trainer_state.json has no global_step"
-    for f in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]):
+    for f in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth"), *ckpt.glob("*.bin")]):
         try:
             with zipfile.ZipFile(f):
                 pass

@@ -411,7 +411,9 @@ def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
     if trainer.is_deepspeed_enabled:
         return trainer.accelerator.get_state_dict(trainer.deepspeed)
     if trainer.is_fsdp_enabled:
-        return trainer.accelerator.get_state_dict(trainer.model)
+        from vmed.training.trainer import fsdp_state_dict
+
+        return fsdp_state_dict(trainer.model, trainable_only=False)
     return None
 
 

@@ -193,12 +193,66 @@ def training_arguments(cfg: TrainConfig, *, has_eval: bool) -> TrainingArguments
         raise ConfigError(f"config keys {', '.join('trainer.' + k for k in cfg.trainer)}: TrainingArguments refused them: {e}") from None
 
 
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def _clean_name(name: str) -> str:
+    """A parameter name without the FSDP / activation-checkpoint wrapper prefixes (as in a full state dict)."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def enable_fsdp_on_cpu(accelerator: Any) -> bool:
+    """Turn a CPU launch that asked for FSDP into FSDP; returns whether it did.
+
+    accelerate (1.15) enables FSDP only for accelerator devices: on a CPU launch (gloo, ``MULTI_CPU``) its
+    ``AcceleratorState`` ignores ``ACCELERATE_USE_FSDP`` and silently trains plain DDP, although torch's FSDP runs on
+    gloo. Here the state is switched to FSDP with the plugin accelerate itself builds from the launcher's
+    ``FSDP_*`` environment (the accelerate config file), so that a CPU run takes the same FSDP code path as a GPU
+    one. Nothing changes on GPU launches, or on CPU launches that did not ask for FSDP. (A CPU launch also needs
+    ``--fsdp_sync_module_states false``: accelerate's plugin needs an accelerator device for that option, and every
+    process builds the same weights anyway.)
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wanted or state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    plugin = FullyShardedDataParallelPlugin()
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    state.device = torch.device("cpu")  # not "cpu:0": FSDP compares device_id with the parameters' device "cpu"
+    return True
+
+
+def fsdp_state_dict(model: Any, *, trainable_only: bool) -> dict[str, Any]:
+    """The full (unsharded) state dict of an FSDP-wrapped model, by torch's distributed-checkpoint API (FSDP 1 and 2).
+
+    A collective: every rank calls it. On GPUs the tensors land on the CPU of rank 0 only (the others get an empty
+    dict); on a CPU launch every rank gets them. ``trainable_only`` gathers just what trains (LoRA, projector),
+    not the frozen base. accelerate's own gather (``get_state_dict``) crashes on a CPU launch (SIGSEGV under FSDP 1,
+    freed storage under FSDP 2), this one does not.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    on_gpu = torch.cuda.is_available()
+    options = StateDictOptions(full_state_dict=True, cpu_offload=on_gpu, ignore_frozen_params=trainable_only)
+    return {k: v.detach().clone() for k, v in get_model_state_dict(model, options=options).items()}
+
+
 class VmedTrainer(Trainer):
     """``transformers.Trainer`` with trainable-only checkpoints, a projector learning rate and known lengths."""
 
     def __init__(self, *args: Any, projector_lr: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.projector_lr = projector_lr
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator):
+            self.is_fsdp_enabled = True
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -229,9 +283,39 @@ class VmedTrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)
+        state_dict = fsdp_state_dict(self.model, trainable_only=True)  # all ranks; rank 0 writes
+        if self.args.should_save:
+            self._save(output_dir, state_dict=state_dict)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Under FSDP: the full optimizer state (of the trainable parameters) and the scheduler, as ``optimizer.pt``
+        and ``scheduler.pt`` (accelerate's FSDP optimizer save crashes on a CPU launch; this is one code path for both)."""
+        if not self.is_fsdp_enabled:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=torch.cuda.is_available())
+        optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        if self.args.should_save:
+            torch.save(optimizer_state, os.path.join(output_dir, "optimizer.pt"))
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, "scheduler.pt"))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if not self.is_fsdp_enabled or checkpoint is None:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        state = torch.load(os.path.join(checkpoint, "optimizer.pt"), map_location="cpu", weights_only=True)
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(full_state_dict=True))
+        self.lr_scheduler.load_state_dict(
+            torch.load(os.path.join(checkpoint, "scheduler.pt"), map_location="cpu", weights_only=True))
+
     def _trainable_names(self) -> set[str]:
         model = self.accelerator.unwrap_model(self.model)
-        return {n for n, p in model.named_parameters() if p.requires_grad}
+        return {_clean_name(n) for n, p in model.named_parameters() if p.requires_grad}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
@@ -262,4 +346,9 @@ class VmedTrainer(Trainer):
                 f"checkpoint {resume_from_checkpoint} does not match this stage's trainable parameters "
                 f"(missing e.g. {missing}, unexpected e.g. {extra}); was it made with another config?"
             )
+        if self.is_fsdp_enabled and model is not None and model is not target:  # loaded after wrapping: full names
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(model, saved, options=StateDictOptions(full_state_dict=True, strict=False))
+            return
         target.load_state_dict(saved, strict=False)
