@@ -109,9 +109,9 @@ def build(shape: Shape, device: str, dtype, *, qlora: bool):
     finally:
         torch.set_default_dtype(previous)
     if qlora:
-        from vmed.training.quantize import quantize_lm_4bit
+        from vmed.training.quantize import load_4bit
 
-        quantize_lm_4bit(model)
+        model = load_4bit(model, gradient_checkpointing=False)  # run_case turns checkpointing on for both cases
     policy = PolicyConfig(vision="frozen", projector="train", llm="lora")
     model = apply_policy(model, policy, LoraConfigSpec(r=shape.lora_r, alpha=shape.lora_alpha, dropout=0.05))
     model.train()

@@ -7,7 +7,8 @@ The VQA-RAD training questions are turned into per-image dialogues with ``vmed d
 encoded by ``vmed.data.template.encode_dialogue`` with the tiny preset's offline tokenizer (the Llama-3 tokenizer
 needs a download; the tiny BPE splits English into somewhat more pieces, so text lengths are a bit longer than with
 Llama-3) and ``--image-tokens`` image tokens (576: CLIP-L/336, the paper recipe). Batches are formed the way
-training forms them (``vmed.data.collate``): shuffled, or shuffled then length-grouped in mega-batches of 50.
+training forms them (``vmed.data.collate``): shuffled, or by the training sampler ``LengthGroupedSampler``
+(transformers' length grouping in mega-batches of 50 batches, seeded per epoch).
 Padding fraction = padding slots / all slots of the padded batches, averaged over 5 shuffles.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
-from vmed.data.collate import length_grouped_batches, padding_fraction, random_batches
+from vmed.data.collate import LengthGroupedSampler, padding_fraction, random_batches
 from vmed.data.template import encode_dialogue
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     grouped, rand = [], []
     for seed in range(5):
-        grouped.append(padding_fraction(lengths, length_grouped_batches(lengths, args.batch, torch.Generator().manual_seed(seed))))
+        grouped.append(padding_fraction(lengths, LengthGroupedSampler(lengths, args.batch, seed=seed).batches()))
         rand.append(padding_fraction(lengths, random_batches(len(lengths), args.batch, torch.Generator().manual_seed(seed))))
     g, r = sum(grouped) / 5, sum(rand) / 5
     turns = [len(t) for t in dialogues]

@@ -43,11 +43,17 @@ LM_LORA_TARGETS = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_pr
 """Default LoRA targets: q,k,v,o and the MLP projections of the language model only (the vision tower has q_proj too)."""
 
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:
-    """A dataclass field with a help text (shown by ``vmed train --list-keys``)."""
+def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None, **check: Any) -> Any:
+    """A dataclass field with a help text (shown by ``vmed train --list-keys``).
+
+    ``check`` holds the value's limits, enforced when a config is loaded (``_check_value``): ``ge``/``gt``/``lt``
+    (numbers; ``None`` always passes), ``allowed`` (extra values outside those limits, e.g. -1 = unset) and
+    ``regex=True`` (the text must compile as a Python regular expression).
+    """
+    metadata = {"help": help, **check}
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -78,10 +84,10 @@ class PolicyConfig:
 class LoraConfigSpec:
     """LoRA on the language model (used when policy.llm is lora)."""
 
-    r: int = _f(128, "LoRA rank")
-    alpha: int = _f(256, "LoRA alpha (scale = alpha / r)")
-    dropout: float = _f(0.05, "dropout on the LoRA input")
-    target_modules: str = _f(LM_LORA_TARGETS, "regex over full module names; keep it inside model.language_model")
+    r: int = _f(128, "LoRA rank", ge=1)
+    alpha: int = _f(256, "LoRA alpha (scale = alpha / r)", gt=0)
+    dropout: float = _f(0.05, "dropout on the LoRA input", ge=0, lt=1)
+    target_modules: str = _f(LM_LORA_TARGETS, "regex over full module names; keep it inside model.language_model", regex=True)
     previous: Literal["merge", "continue"] = _f(
         "merge", "stage 3 with a stage-2 adapter: merge it into the base and add a fresh LoRA, or continue training it"
     )
@@ -98,25 +104,31 @@ class DataConfig:
         "how records become training sequences: dialogue (all turns in one sequence), describe "
         "('Describe the image.' -> summary; stage 1), instruction (phantom instruction-style records; stage 2)",
     )
-    max_length: int = _f(2048, "maximum tokens per sequence (image tokens included); longer dialogues lose whole turns")
+    max_length: int = _f(2048, "maximum tokens per sequence (image tokens included); longer dialogues lose whole turns", ge=1)
     group_by_length: bool = _f(True, "batch dialogues of similar length together (less padding)")
-    num_workers: int = _f(0, "DataLoader worker processes")
+    num_workers: int = _f(0, "DataLoader worker processes", ge=0)
+    max_bad_images: float = _f(
+        0.01,
+        "pre-flight image check: how many unreadable or missing images the run skips (with their rows, reasons printed "
+        "and kept in the manifest) before it refuses to start: a fraction of the images (below 1) or a count (1 or more)",
+        ge=0,
+    )
 
 
 @dataclass
 class OptimConfig:
     """Optimizer and schedule (AdamW, linear warmup then cosine decay)."""
 
-    lr: float = _f(2e-4, "peak learning rate (LoRA / LM / projector unless projector_lr is set)")
-    projector_lr: float | None = _f(None, "learning rate of the projector (null = lr)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    warmup_ratio: float = _f(0.03, "fraction of steps with linear warmup")
+    lr: float = _f(2e-4, "peak learning rate (LoRA / LM / projector unless projector_lr is set)", gt=0)
+    projector_lr: float | None = _f(None, "learning rate of the projector (null = lr)", gt=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = _f(0.03, "fraction of steps with linear warmup", ge=0, lt=1)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = _f("cosine", "learning-rate schedule after warmup")
-    epochs: float = _f(1.0, "passes over the training data")
-    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)")
-    batch_size: int = _f(16, "sequences per device per micro-step")
-    grad_accum: int = _f(1, "micro-steps per optimizer step (global batch = batch_size * grad_accum * processes)")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    epochs: float = _f(1.0, "passes over the training data", gt=0)
+    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)", ge=1, allowed=(-1,))
+    batch_size: int = _f(16, "sequences per device per micro-step", ge=1)
+    grad_accum: int = _f(1, "micro-steps per optimizer step (global batch = batch_size * grad_accum * processes)", ge=1)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: no clipping)", ge=0)
 
 
 @dataclass
@@ -128,11 +140,15 @@ class RuntimeConfig:
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory)")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = _f("sdpa", "attention kernel of the LM")
     seed: int = _f(0, "seed for data order, dropout and new weights")
-    logging_steps: int = _f(10, "log the training loss every N steps")
-    eval_steps: int = _f(0, "validation loss every N steps (0: only at the end, if data.validation is set)")
-    save_steps: int = _f(500, "checkpoint every N steps (0: no intermediate checkpoints)")
-    save_total_limit: int = _f(2, "keep at most this many checkpoints")
-    report_to: Literal["auto", "none", "tensorboard"] = _f("auto", "auto = TensorBoard when installed")
+    logging_steps: int = _f(10, "log the training loss every N steps", ge=1)
+    eval_steps: int = _f(0, "validation loss every N steps (0: only at the end, if data.validation is set)", ge=0)
+    save_steps: int = _f(500, "checkpoint every N steps (0: no intermediate checkpoints)", ge=0)
+    save_total_limit: int = _f(2, "keep at most this many checkpoints", ge=1)
+    report_to: str | list[str] = _f(
+        "auto",
+        "experiment trackers, as the installed Trainer names them (tensorboard, wandb, mlflow, ...; a list for several): "
+        "auto = TensorBoard when installed, none = no tracker, all = every installed one",
+    )
     resume: str = _f("auto", "auto (latest complete checkpoint in output_dir), never, or a checkpoint directory")
     progress_bar: bool = _f(True, "show progress bars")
 
@@ -150,6 +166,11 @@ class TrainConfig:
     data: DataConfig = _f(help="training data", factory=DataConfig)
     optim: OptimConfig = _f(help="optimizer", factory=OptimConfig)
     runtime: RuntimeConfig = _f(help="precision, logging, checkpoints", factory=RuntimeConfig)
+    trainer: dict[str, Any] = _f(
+        help="further transformers.TrainingArguments passed through as they are (e.g. trainer.optim=adamw_torch_fused, "
+        "trainer.run_name=x); checked against the installed transformers; keys vmed sets from its own config are refused",
+        factory=dict,
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -190,6 +211,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key '{key}': expected a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
@@ -230,7 +255,32 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             f"unknown config key '{prefix}{unknown[0]}'. Valid keys here: {', '.join(prefix + n for n in names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs:
+            _check_value(kwargs[f.name], f.metadata, prefix + f.name)
     return cls(**kwargs)
+
+
+def _check_value(value: Any, meta: Any, key: str) -> None:
+    """Enforce a field's limits (``_f``'s ``check``); the message names the key and the allowed range."""
+    import re
+
+    if value is None or value in meta.get("allowed", ()):
+        return
+    if meta.get("regex"):
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ConfigError(f"config key '{key}': {value!r} is not a valid regular expression ({e})") from None
+    limits = [(name, meta[name]) for name in ("ge", "gt", "lt") if name in meta]
+    if not limits or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    ok = {"ge": value >= meta.get("ge", 0), "gt": value > meta.get("gt", 0), "lt": value < meta.get("lt", 0)}
+    if not all(ok[name] for name, _ in limits):
+        words = {"ge": ">=", "gt": ">", "lt": "<"}
+        wanted = " and ".join(f"{words[name]} {bound}" for name, bound in limits)
+        extra = "".join(f" (or {a})" for a in meta.get("allowed", ()))
+        raise ConfigError(f"config key '{key}': {value!r} is out of range; it must be {wanted}{extra}")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -256,6 +306,13 @@ def _set_dotted(tree: dict[str, Any], cls: type, dotted: str, raw: str) -> None:
                 node[part] = raw
             if tp is str and not isinstance(node[part], str) and node[part] is not None:
                 node[part] = raw  # a string field keeps the text as written (e.g. output_dir=2024)
+            return
+        if typing.get_origin(tp) is dict:  # a free mapping (``trainer``): the rest of the path is one name
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                value = raw
+            node.setdefault(part, {})[".".join(parts[i + 1 :])] = value
             return
         if not _is_dataclass_type(tp):
             raise ConfigError(f"config key '{prefix}{part}' is a value, not a section; cannot set '{dotted}'")
@@ -304,6 +361,6 @@ def describe_keys(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, 
         if _is_dataclass_type(tp):
             rows.extend(describe_keys(tp, prefix + f.name + "."))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append((prefix + f.name, _type_name(tp), repr(default), f.metadata.get("help", "")))
     return rows

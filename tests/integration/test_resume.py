@@ -1,10 +1,12 @@
 """Resume: a run killed with SIGKILL mid-training resumes from its latest complete checkpoint and gives the same
-per-step losses as an uninterrupted run; a half-written checkpoint is ignored; SIGTERM saves and exits cleanly."""
+per-step losses, and the same manifest train loss, as an uninterrupted run; a half-written checkpoint is ignored; a
+damaged complete one is reported and the previous one used; SIGTERM saves and exits cleanly."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +56,10 @@ def setup(tmp_path_factory):
     return tmp, read_loss_log(full / "train_log.jsonl")
 
 
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "run_manifest.json").read_text())
+
+
 def _wait_for_step(log: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -88,7 +94,51 @@ def test_sigkill_then_resume_matches_the_uninterrupted_losses(setup):
     assert sorted(losses) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
         assert abs(losses[step] - reference[step]) <= 1e-5, (step, losses[step], reference[step])
-    assert json.loads((out / "run_manifest.json").read_text())["status"] == "complete"
+    manifest = _manifest(out)
+    assert manifest["status"] == "complete"
+    # the manifest's loss is the mean over all 12 steps, not only the resumed ones
+    full = _manifest(tmp / "full")["metrics"]
+    assert manifest["metrics"]["train_loss_steps"] == full["train_loss_steps"] == STEPS
+    assert manifest["metrics"]["train_loss"] == pytest.approx(full["train_loss"], abs=1e-5)
+    assert full["train_loss"] == pytest.approx(sum(reference.values()) / STEPS, abs=1e-6)
+
+
+def _damaged_copy(tmp: Path, name: str) -> Path:
+    """A copy of the uninterrupted run (checkpoints 10 and 12, both complete) to break."""
+    out = tmp / name
+    shutil.copytree(tmp / "full", out)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-12"]
+    return out
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(setup):
+    tmp, reference = setup
+    out = _damaged_copy(tmp, "truncated")
+    weights = out / "checkpoint-12" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # COMPLETE marker kept: the damage happened after the save
+    resumed = subprocess.run(_cmd(tmp / "ph", out, tmp / "stage1"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"checkpoint {out / 'checkpoint-12'} is damaged (trainable.safetensors is unreadable" in resumed.stdout
+    assert f"falling back to {out / 'checkpoint-10'}" in resumed.stdout
+    assert f"resuming from {out / 'checkpoint-10'}" in resumed.stdout
+    losses = read_loss_log(out / "train_log.jsonl")
+    for step in (11, 12):
+        assert abs(losses[step] - reference[step]) <= 1e-5
+    assert _manifest(out)["metrics"]["train_loss"] == pytest.approx(_manifest(tmp / "full")["metrics"]["train_loss"], abs=1e-5)
+
+
+def test_resume_from_a_damaged_checkpoint_by_name_is_one_error_line(setup):
+    tmp, _ = setup
+    out = _damaged_copy(tmp, "named")
+    (out / "checkpoint-12" / "trainer_state.json").write_text('{"global_step": 12, "log_his')
+    weights = out / "checkpoint-10" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for ckpt, what in (("checkpoint-12", "trainer_state.json is not valid JSON"), ("checkpoint-10", "trainable.safetensors is unreadable")):
+        proc = subprocess.run(_cmd(tmp / "ph", out, tmp / "stage1") + [f"runtime.resume={out / ckpt}"], env=_env(),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and what in errors[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup):

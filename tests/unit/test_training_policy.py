@@ -10,7 +10,6 @@ from vmed.constants import IGNORE_INDEX
 from vmed.data.collate import (
     DialogueCollator,
     LengthGroupedSampler,
-    length_grouped_batches,
     padding_fraction,
     random_batches,
 )
@@ -95,6 +94,24 @@ def test_qlora_without_bitsandbytes_is_refused(monkeypatch):
         check_precision(load_config(None, ["runtime.quantization=4bit", "policy.llm=lora"]))
 
 
+def test_qlora_config_is_nf4_with_the_vision_tower_projector_and_lm_head_kept():
+    from transformers import BitsAndBytesConfig
+
+    from vmed.model import build_preset
+    from vmed.training.quantize import qlora_config
+
+    cfg = qlora_config()
+    assert isinstance(cfg, BitsAndBytesConfig)
+    assert cfg.load_in_4bit and not cfg.load_in_8bit and cfg.quantization_method() == "nf4"
+    assert cfg.bnb_4bit_use_double_quant and cfg.bnb_4bit_compute_dtype == torch.bfloat16
+    # what transformers would quantize: the Linear layers whose names contain none of the skip names
+    model, _ = build_preset("tiny", seed=0)
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [n for n in linear if not any(s in n for s in cfg.llm_int8_skip_modules)]
+    assert quantized and all(n.startswith("model.language_model.layers.") for n in quantized)
+    assert any("vision_tower" in n for n in linear) and any("multi_modal_projector" in n for n in linear)
+
+
 def test_collator_pads_right_and_masks_labels():
     items = [
         {"input_ids": torch.tensor([1, 2, 3]), "labels": torch.tensor([-100, 2, 3]), "attention_mask": torch.ones(3, dtype=torch.long),
@@ -111,18 +128,36 @@ def test_collator_pads_right_and_masks_labels():
 def test_length_grouping_reduces_padding_and_sampler_is_deterministic_per_epoch():
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(20, 400, (500,), generator=g).tolist()
-    grouped = padding_fraction(lengths, length_grouped_batches(lengths, 8, torch.Generator().manual_seed(1)))
+    s = LengthGroupedSampler(lengths, 8, seed=3)
+    grouped = padding_fraction(lengths, s.batches())
     rand = padding_fraction(lengths, random_batches(len(lengths), 8, torch.Generator().manual_seed(1)))
     assert grouped < 0.1 < rand
-    s = LengthGroupedSampler(lengths, 8, seed=3)
     first = list(s)
     assert sorted(first) == list(range(500))
     assert list(s) == first  # same epoch, same order (what a resumed run sees)
+    assert list(LengthGroupedSampler(lengths, 8, seed=3)) == first  # a fresh sampler (a resumed process) too
     s.set_epoch(1)
     assert list(s) != first
-    # every consecutive group of batch_size indices is one length-sorted batch
+    assert list(LengthGroupedSampler(lengths, 8, seed=4)) != first
+    # every consecutive group of batch_size indices is one length-grouped batch; the longest sequence is in the first
     batches = [first[i : i + 8] for i in range(0, 500, 8)]
-    assert padding_fraction(lengths, batches) == pytest.approx(grouped, abs=0.05)
+    assert padding_fraction(lengths, batches) == pytest.approx(grouped, abs=1e-12)
+    assert max(lengths) in [lengths[i] for i in batches[0]]
+    assert len(batches[-1]) == 500 % 8  # the one short batch is last
+
+
+def test_sampler_is_transformers_length_grouping_with_shuffled_batches():
+    from transformers.trainer_pt_utils import LengthGroupedSampler as HFSampler, get_length_grouped_indices
+
+    lengths = torch.randint(20, 400, (403,), generator=torch.Generator().manual_seed(5)).tolist()
+    s = LengthGroupedSampler(lengths, 8, seed=2)
+    assert isinstance(s, HFSampler)
+    hf = get_length_grouped_indices(lengths, 8, mega_batch_mult=50, generator=torch.Generator().manual_seed(2 * 1_000_003))
+    hf_batches = [hf[i : i + 8] for i in range(0, len(hf), 8)]
+    ours = s.batches()
+    assert ours[0] == hf_batches[0] and ours[-1] == hf_batches[-1]
+    assert sorted(map(tuple, ours)) == sorted(map(tuple, hf_batches))  # the same batches ...
+    assert ours != hf_batches  # ... in another order (transformers' runs longest to shortest within a mega-batch)
 
 
 def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):

@@ -16,14 +16,7 @@ from typing import Any
 from vmed.config import LoraConfigSpec, PolicyConfig
 from vmed.model.runs import part_of
 
-__all__ = ["STAGE_POLICIES", "PartCount", "apply_policy", "count_parameters", "format_policy", "part_of"]
-
-STAGE_POLICIES: dict[int, PolicyConfig] = {
-    1: PolicyConfig(vision="frozen", projector="train", llm="frozen"),
-    2: PolicyConfig(vision="frozen", projector="train", llm="lora"),
-    3: PolicyConfig(vision="frozen", projector="train", llm="lora"),
-}
-"""The paper recipe's policy per stage (the shipped configs state it explicitly)."""
+__all__ = ["PartCount", "apply_policy", "count_parameters", "format_policy", "part_of"]
 
 _PARTS = ("vision", "projector", "llm", "lora")
 

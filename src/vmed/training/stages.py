@@ -1,19 +1,24 @@
-"""One training stage, the same skeleton for all three: check -> build -> policy -> data -> train -> save.
+"""One training stage, the same recipe for all three, read top to bottom in ``run_stage``:
+setup -> model -> data -> train -> save.
 
 Stage 1 (alignment) builds the base from ``model`` and trains the projector on describe records.
 Stage 2 (instruction tuning) rebuilds the base a stage-1 run names, loads its projector, and adds LoRA
 on the language model. Stage 3 (downstream) starts from a stage-2 run: it merges that adapter into the
 base and adds a fresh LoRA (``lora.previous=merge``, the default) or keeps training it (``continue``).
 Which parts train is the config's ``policy``; it is logged at start with trainable-parameter counts.
+
+Each step owns its rules: ``setup`` checks every input (config, input run, data files, images, the checkpoint
+to resume) before anything heavy and marks the run ``running``; ``setup_model`` builds what trains;
+``setup_data`` encodes the records; ``train`` runs the HF Trainer; ``save`` writes the run's files and its
+``complete`` manifest. A failure after ``setup`` marks the manifest ``failed`` with the reason.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +27,10 @@ from vmed.errors import ConfigError
 
 __all__ = ["StageResult", "run_stage", "check_input", "build_stage_model", "load_records"]
 
-log = logging.getLogger("vmed.train")
-
 EXPECTED_PARENT = {2: (1,), 3: (2,)}
 """Which stage's output each stage starts from."""
+
+RUN_FORMAT = "vmed-run/1"
 
 
 @dataclass
@@ -38,6 +43,40 @@ class StageResult:
     checkpoint: Path | None = None
 
 
+@dataclass
+class _Run:
+    """What ``setup`` settled: the inputs, the checkpoint to resume from, the records that passed the image check."""
+
+    cfg: TrainConfig
+    out: Path
+    parent: dict[str, Any] | None
+    resume_from: Path | None
+    args: Any  # transformers.TrainingArguments
+    train_records: list[Any]
+    eval_records: list[Any] | None
+    preflight: list[dict[str, Any]]
+    started: float = field(default_factory=time.time)
+    trainer: Any = None  # set by ``train``, read when a failure is recorded
+
+    def manifest(self, status: str, **extra: Any) -> dict[str, Any]:
+        """The manifest fields every state shares, plus ``extra``."""
+        base = self.parent["base"] if self.parent is not None else None
+        return {"format": RUN_FORMAT, "status": status, "stage": self.cfg.stage, "base": base,
+                "config": to_dict(self.cfg), "preflight": self.preflight, **extra}
+
+
+@dataclass
+class _Model:
+    """What ``setup_model`` built: the model to train, its processor, base entry, merged adapters, counts."""
+
+    model: Any
+    processor: Any
+    base: dict[str, Any]
+    merged: list[Path]
+    counts: dict[str, Any]
+    num_image_tokens: int
+
+
 def _is_main_process() -> bool:
     """Rank 0 of a torchrun / accelerate launch (or a single process): the one that logs and writes run files."""
     return os.environ.get("RANK", "0") == "0"
@@ -46,6 +85,49 @@ def _is_main_process() -> bool:
 def _echo(msg: str) -> None:
     if _is_main_process():
         print(msg, flush=True)
+
+
+def run_stage(cfg: TrainConfig) -> StageResult:
+    """Run one stage end to end; returns when training finished or was stopped by SIGTERM (then resumable)."""
+    run = setup(cfg)
+    try:
+        m = setup_model(run)
+        train_ds, eval_ds = setup_data(run, m)
+        train_out, stopped = train(run, m, train_ds, eval_ds)
+        if stopped:
+            return save_interrupted(run, m)
+        return save(run, m, train_ds, eval_ds, train_out)
+    except BaseException as e:  # record why the run stopped (then let the error go on to the CLI's boundary)
+        _mark_failed(run, e)
+        raise
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def setup(cfg: TrainConfig) -> _Run:
+    """Check everything that can be checked without the model, pick the checkpoint, mark the run ``running``."""
+    from transformers import set_seed
+
+    from vmed.training.trainer import check_precision, training_arguments
+
+    check_precision(cfg)
+    parent = check_input(cfg)
+    args = training_arguments(cfg, has_eval=bool(cfg.data.validation))
+    resume_from = _prepare_output(cfg)
+    train_records, report = _checked_records(cfg, cfg.data.train, "data.train")
+    preflight = [report]
+    eval_records = None
+    if cfg.data.validation:
+        eval_records, eval_report = _checked_records(cfg, cfg.data.validation, "data.validation")
+        preflight.append(eval_report)
+    set_seed(cfg.runtime.seed)
+    run = _Run(cfg, Path(cfg.output_dir), parent, resume_from, args, train_records, eval_records, preflight)
+    if _is_main_process():
+        from vmed.model.runs import write_manifest
+
+        write_manifest(run.out, run.manifest("running"))
+    return run
 
 
 def check_input(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -63,7 +145,7 @@ def check_input(cfg: TrainConfig) -> dict[str, Any] | None:
                 f"stage {cfg.stage} needs init_from: the run directory of stage {EXPECTED_PARENT[cfg.stage][0]} "
                 f"(e.g. init_from=runs/stage{EXPECTED_PARENT[cfg.stage][0]})"
             )
-        parent = read_manifest(cfg.init_from, what=f"init_from")
+        parent = read_manifest(cfg.init_from, what="init_from")
         if parent.get("status") != "complete":
             raise ConfigError(
                 f"init_from {cfg.init_from} did not finish (status {parent.get('status')!r}); resume it with its own config first"
@@ -88,6 +170,92 @@ def check_input(cfg: TrainConfig) -> dict[str, Any] | None:
         if value and not Path(value).is_file():
             raise ConfigError(f"data.{key}: file not found: {value}")
     return parent
+
+
+def _prepare_output(cfg: TrainConfig) -> Path | None:
+    """Create the run directory; find the checkpoint to resume from, verified (damaged ones are reported and
+    removed, incomplete ones removed, and the previous complete one is used)."""
+    from vmed.training.checkpoint import pick_checkpoint, remove_incomplete_checkpoints, verify_checkpoint
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.runtime.resume == "never":
+        return None
+    if cfg.runtime.resume != "auto":
+        ckpt = Path(cfg.runtime.resume)
+        reason = verify_checkpoint(ckpt)
+        if reason is not None:
+            raise ConfigError(f"runtime.resume={ckpt}: cannot resume from it: {reason}. Pick another checkpoint-N, "
+                              "or runtime.resume=auto for the newest one that is intact")
+        return ckpt
+    ckpt, damaged = pick_checkpoint(out)  # every rank reads the same files, so every rank picks the same one
+    if _is_main_process():
+        for p in remove_incomplete_checkpoints(out):
+            _echo(f"removed incomplete checkpoint {p} (written when the run was interrupted)")
+        for p, reason in damaged:
+            _echo(f"checkpoint {p} is damaged ({reason}); removed it, "
+                  + (f"falling back to {ckpt}" if ckpt else "and no intact checkpoint is left: starting over"))
+            shutil.rmtree(p, ignore_errors=True)
+    return ckpt
+
+
+def load_records(path: str, kind: str, seed: int) -> list[Any]:
+    """The training records of ``path``: as they are (dialogue), or turned into describe / instruction records."""
+    from vmed.data.schema import read_jsonl
+
+    records = read_jsonl(path)
+    if kind == "describe":
+        from vmed.data.phantom import describe_records
+
+        records = describe_records(records)
+        if not records:
+            raise ConfigError(f"data.train {path}: no record has a summary, so there are no describe records for stage 1")
+    elif kind == "instruction":
+        from vmed.data.phantom import instruction_records
+
+        records = instruction_records(records, seed=seed)
+    if not records:
+        raise ConfigError(f"{path}: no training records")
+    return records
+
+
+def _checked_records(cfg: TrainConfig, path: str, key: str) -> tuple[list[Any], dict[str, Any]]:
+    """The records of ``path`` whose images passed the pre-flight check, and the check's report."""
+    from vmed.training.preflight import preflight_images
+
+    records = load_records(path, cfg.data.records, cfg.runtime.seed)
+    kept, report = preflight_images(records, path, max_bad=cfg.data.max_bad_images, key=key,
+                                    progress=cfg.runtime.progress_bar and _is_main_process())
+    _echo(report.summary())
+    if not kept:
+        raise ConfigError(f"{key} {path}: no record is left after the image check")
+    return kept, report.to_dict()
+
+
+# --------------------------------------------------------------------------- model
+
+
+def setup_model(run: _Run) -> _Model:
+    """The model to train: base (+ earlier stages) -> 4-bit (QLoRA) -> attention kernel -> policy, logged with counts."""
+    from vmed.model import num_image_tokens
+    from vmed.training.policy import apply_policy, count_parameters, format_policy
+
+    cfg = run.cfg
+    model, processor, base, merged = build_stage_model(cfg, run.parent)
+    if cfg.runtime.quantization == "4bit":
+        from vmed.training.quantize import load_4bit
+
+        model = load_4bit(model, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+    if cfg.runtime.attn_implementation != "sdpa" and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(cfg.runtime.attn_implementation)
+    model = apply_policy(model, cfg.policy, cfg.lora)
+    _trainable_to_fp32(model)
+    if cfg.runtime.gradient_checkpointing and cfg.policy.llm != "full":
+        model.enable_input_require_grads()
+    counts = count_parameters(model)
+    _echo(f"stage {cfg.stage}: {cfg.output_dir}\n" + format_policy(cfg.policy, counts))
+    n_img = num_image_tokens(model.config if not hasattr(model, "peft_config") else model.get_base_model().config)
+    return _Model(model, processor, base, merged, counts, n_img)
 
 
 def _dtype(cfg: TrainConfig) -> Any:
@@ -138,191 +306,188 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
     return model, processor, base, merged
 
 
-def load_records(path: str, kind: str, seed: int) -> list[Any]:
-    """The training records of ``path``: as they are (dialogue), or turned into describe / instruction records."""
-    from vmed.data.schema import read_jsonl
-
-    records = read_jsonl(path)
-    if kind == "describe":
-        from vmed.data.phantom import describe_records
-
-        records = describe_records(records)
-        if not records:
-            raise ConfigError(f"data.train {path}: no record has a summary, so there are no describe records for stage 1")
-    elif kind == "instruction":
-        from vmed.data.phantom import instruction_records
-
-        records = instruction_records(records, seed=seed)
-    if not records:
-        raise ConfigError(f"{path}: no training records")
-    return records
+# --------------------------------------------------------------------------- data
 
 
-def _data_hashes(cfg: TrainConfig) -> dict[str, str]:
-    from vmed.model.runs import sha256_file
+def setup_data(run: _Run, m: _Model) -> tuple[Any, Any]:
+    """The encoded training (and validation) sequences of the records that passed the image check."""
+    from vmed.data.collate import DialogueDataset
 
-    return {str(Path(p)): sha256_file(p) for p in (cfg.data.train, cfg.data.validation) if p}
-
-
-def _prepare_output(cfg: TrainConfig) -> Path | None:
-    """Create the run directory; find the checkpoint to resume from (incomplete ones are deleted)."""
-    from vmed.training.checkpoint import latest_complete_checkpoint, remove_incomplete_checkpoints
-
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.runtime.resume == "never":
-        return None
-    if cfg.runtime.resume != "auto":
-        ckpt = Path(cfg.runtime.resume)
-        if not (ckpt / "COMPLETE").is_file():
-            raise ConfigError(f"runtime.resume={ckpt}: not a complete vmed checkpoint (no COMPLETE marker)")
-        return ckpt
-    if _is_main_process():  # every rank then picks the same marked checkpoint
-        for p in remove_incomplete_checkpoints(out):
-            _echo(f"removed incomplete checkpoint {p} (written when the run was interrupted)")
-    return latest_complete_checkpoint(out)
-
-
-def run_stage(cfg: TrainConfig) -> StageResult:
-    """Run one stage end to end; returns when training finished or was stopped by SIGTERM (then resumable)."""
-    import torch
-    from transformers import set_seed
-
-    from vmed.data.collate import DialogueCollator, DialogueDataset
-    from vmed.model import num_image_tokens
-    from vmed.training.checkpoint import CompletionMarker, LossLog, SigtermSave
-    from vmed.training.policy import apply_policy, count_parameters, format_policy
-    from vmed.model.runs import (
-        ADAPTER_DIR,
-        MERGED_DIR,
-        PROJECTOR_FILE,
-        WEIGHTS_FILE,
-        git_revision,
-        library_versions,
-        save_projector,
-        save_trained_weights,
-        trained_weight_names,
-        write_manifest,
-        write_model_card,
-    )
-    from vmed.training.trainer import VmedTrainer, check_precision, training_arguments
-
-    started = time.time()
-    check_precision(cfg)
-    parent = check_input(cfg)
-    resume_from = _prepare_output(cfg)
-    set_seed(cfg.runtime.seed)
-
-    model, processor, base, merged = build_stage_model(cfg, parent)
-    if cfg.runtime.quantization == "4bit":
-        from vmed.training.quantize import quantize_lm_4bit
-
-        model = quantize_lm_4bit(model.to("cuda"))
-    if cfg.runtime.attn_implementation != "sdpa" and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(cfg.runtime.attn_implementation)
-    if _is_main_process():
-        write_manifest(cfg.output_dir, {"format": "vmed-run/1", "status": "running", "stage": cfg.stage, "base": base,
-                                        "config": to_dict(cfg)})
-    model = apply_policy(model, cfg.policy, cfg.lora)
-    _trainable_to_fp32(model)
-    if cfg.runtime.gradient_checkpointing and cfg.policy.llm != "full":
-        model.enable_input_require_grads()
-    counts = count_parameters(model)
-    _echo(f"stage {cfg.stage}: {cfg.output_dir}\n" + format_policy(cfg.policy, counts))
-
-    n_img = num_image_tokens(model.config if not hasattr(model, "peft_config") else model.get_base_model().config)
-    train_records = load_records(cfg.data.train, cfg.data.records, cfg.runtime.seed)
-    train_ds = DialogueDataset(train_records, cfg.data.train, processor, num_image_tokens=n_img, max_length=cfg.data.max_length)
+    cfg = run.cfg
+    train_ds = DialogueDataset(run.train_records, cfg.data.train, m.processor, num_image_tokens=m.num_image_tokens,
+                               max_length=cfg.data.max_length)
     eval_ds = None
-    if cfg.data.validation:
-        eval_records = load_records(cfg.data.validation, cfg.data.records, cfg.runtime.seed)
-        eval_ds = DialogueDataset(eval_records, cfg.data.validation, processor, num_image_tokens=n_img, max_length=cfg.data.max_length)
+    if run.eval_records is not None:
+        eval_ds = DialogueDataset(run.eval_records, cfg.data.validation, m.processor,
+                                  num_image_tokens=m.num_image_tokens, max_length=cfg.data.max_length)
     _echo(
         f"data: {len(train_ds)} training sequences ({cfg.data.records} records from {cfg.data.train}), "
         f"mean length {sum(train_ds.lengths) / len(train_ds):.1f} tokens"
         + (f", {train_ds.dropped_turns} turns dropped by max_length" if train_ds.dropped_turns else "")
         + (f"; {len(eval_ds)} validation sequences" if eval_ds is not None else "")
     )
+    return train_ds, eval_ds
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(run: _Run, m: _Model, train_ds: Any, eval_ds: Any) -> tuple[Any, bool]:
+    """The HF Trainer over the datasets, resumed from ``run.resume_from``: returns (TrainOutput, stopped by SIGTERM)."""
+    from vmed.data.collate import DialogueCollator
+    from vmed.training.checkpoint import CompletionMarker, LossLog, ResumeMarker, SigtermSave
+    from vmed.training.trainer import VmedTrainer
 
     sigterm = SigtermSave()
-    trainer = VmedTrainer(
-        model=model,
-        args=training_arguments(cfg, has_eval=eval_ds is not None),
+    run.trainer = VmedTrainer(
+        model=m.model,
+        args=run.args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=DialogueCollator(pad_token_id=processor.tokenizer.pad_token_id),
-        callbacks=[CompletionMarker(), sigterm, LossLog(Path(cfg.output_dir) / "train_log.jsonl")],
-        projector_lr=cfg.optim.projector_lr,
+        data_collator=DialogueCollator(pad_token_id=m.processor.tokenizer.pad_token_id),
+        callbacks=[CompletionMarker(), sigterm, LossLog(run.out / "train_log.jsonl"), ResumeMarker()],
+        projector_lr=run.cfg.optim.projector_lr,
     )
-    if resume_from is not None:
-        _echo(f"resuming from {resume_from}")
-    train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if sigterm.stopped:
-        ckpt = Path(cfg.output_dir) / f"checkpoint-{trainer.state.global_step}"
-        _echo(f"SIGTERM: saved {ckpt} at step {trainer.state.global_step}; run the same command again to resume")
-        if trainer.args.should_save:
-            write_manifest(cfg.output_dir, {"format": "vmed-run/1", "status": "interrupted", "stage": cfg.stage,
-                                            "base": base, "config": to_dict(cfg), "checkpoint": str(ckpt)})
-        return StageResult(Path(cfg.output_dir), False, {}, ckpt)
+    if run.resume_from is not None:
+        _echo(f"resuming from {run.resume_from}")
+    train_out = run.trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    return train_out, sigterm.stopped
 
+
+# --------------------------------------------------------------------------- save
+
+
+def save_interrupted(run: _Run, m: _Model) -> StageResult:
+    """SIGTERM: the Trainer saved a checkpoint at this step; the manifest says ``interrupted`` and names it."""
+    from vmed.model.runs import write_manifest
+
+    step = run.trainer.state.global_step
+    ckpt = run.out / f"checkpoint-{step}"
+    _echo(f"SIGTERM: saved {ckpt} at step {step}; run the same command again to resume")
+    if run.trainer.args.should_save:
+        write_manifest(run.out, run.manifest("interrupted", base=m.base, checkpoint=str(ckpt)))
+    return StageResult(run.out, False, {}, ckpt)
+
+
+def save(run: _Run, m: _Model, train_ds: Any, eval_ds: Any, train_out: Any) -> StageResult:
+    """Final metrics, then (main process) the run's weights and its ``complete`` manifest and model card."""
+    from vmed.model.runs import write_manifest, write_model_card
+
+    metrics = _final_metrics(run, m, train_ds, eval_ds, train_out)
+    state_dict = _gathered_state_dict(run.trainer)  # every rank takes part in the gather; then rank 0 writes
+    if not run.trainer.args.should_save:
+        return StageResult(run.out, True, metrics)
+    files = _save_weights(run, m, state_dict)
+    metrics["wall_seconds"] = round(time.time() - run.started, 1)
+    manifest = _complete_manifest(run, m, files, metrics)
+    write_manifest(run.out, manifest)
+    write_model_card(run.out, manifest)
+    _echo(f"stage {run.cfg.stage} done: {run.out} (train loss {metrics['train_loss']:.4f} over "
+          f"{metrics['train_loss_steps']} steps" + (f", eval loss {metrics['eval_loss']:.4f}" if "eval_loss" in metrics else "") + ")")
+    return StageResult(run.out, True, metrics)
+
+
+def _final_metrics(run: _Run, m: _Model, train_ds: Any, eval_ds: Any, train_out: Any) -> dict[str, Any]:
+    """Train loss over every step of the run (resumes included: ``mean_train_loss``), steps, epochs, eval loss."""
+    from vmed.training.checkpoint import mean_train_loss
+
+    state = run.trainer.state
+    loss, covered = mean_train_loss(state.log_history, state.global_step, train_out.training_loss)
     metrics: dict[str, Any] = {
-        "train_loss": float(train_out.training_loss),
-        "global_step": int(trainer.state.global_step),
-        "epochs": float(trainer.state.epoch or 0.0),
+        "train_loss": float(loss if loss is not None else train_out.training_loss),
+        "train_loss_steps": covered,
+        "global_step": int(state.global_step),
+        "epochs": float(state.epoch or 0.0),
         "train_sequences": len(train_ds),
-        "trainable_parameters": sum(c.trainable for c in counts.values()),
+        "trainable_parameters": sum(c.trainable for c in m.counts.values()),
     }
     if eval_ds is not None:
-        metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
+        metrics["eval_loss"] = float(run.trainer.evaluate()["eval_loss"])
+    return metrics
 
-    state_dict = None  # under DeepSpeed / FSDP the full weights are gathered on every rank, then rank 0 saves
+
+def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """Under DeepSpeed / FSDP the full weights, gathered on every rank (a collective); None otherwise."""
     if trainer.is_deepspeed_enabled:
-        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
-    elif trainer.is_fsdp_enabled:
-        state_dict = trainer.accelerator.get_state_dict(trainer.model)
-    if not trainer.args.should_save:
-        return StageResult(Path(cfg.output_dir), True, metrics)
-    out = Path(cfg.output_dir)
-    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    if trainer.is_fsdp_enabled:
+        from vmed.training.trainer import fsdp_state_dict
+
+        return fsdp_state_dict(trainer.model, trainable_only=False)
+    return None
+
+
+def _save_weights(run: _Run, m: _Model, state_dict: dict[str, Any] | None) -> dict[str, Any]:
+    """Projector, processor, trained full weights, adapter and the merged earlier adapters; returns their paths."""
+    from vmed.model.runs import (
+        ADAPTER_DIR,
+        MERGED_DIR,
+        PROJECTOR_FILE,
+        WEIGHTS_FILE,
+        save_projector,
+        save_trained_weights,
+        trained_weight_names,
+    )
+
+    out, cfg = run.out, run.cfg
+    unwrapped = run.trainer.accelerator.unwrap_model(run.trainer.model)
     save_projector(unwrapped, out / PROJECTOR_FILE, state_dict)
-    processor.save_pretrained(str(out))
-    carried = trained_weight_names(cfg.init_from, parent) if parent is not None else []  # earlier stages' full weights
-    weights_rel = WEIGHTS_FILE if save_trained_weights(unwrapped, out / WEIGHTS_FILE, state_dict, carried) else None
-    adapter_rel = None
+    m.processor.save_pretrained(str(out))
+    carried = trained_weight_names(cfg.init_from, run.parent) if run.parent is not None else []  # earlier stages' weights
+    weights = WEIGHTS_FILE if save_trained_weights(unwrapped, out / WEIGHTS_FILE, state_dict, carried) else None
+    adapter = None
     if hasattr(unwrapped, "peft_config"):
-        adapter_rel = ADAPTER_DIR
+        adapter = ADAPTER_DIR
         unwrapped.save_pretrained(str(out / ADAPTER_DIR), state_dict=state_dict)
-    merged_rel = []
-    for i, src in enumerate(merged):
+    merged = []
+    for i, src in enumerate(m.merged):
         rel = f"{MERGED_DIR}/{i:02d}"
         if (out / rel).resolve() != src.resolve():
             shutil.rmtree(out / rel, ignore_errors=True)
             shutil.copytree(src, out / rel)
-        merged_rel.append(rel)
-    metrics["wall_seconds"] = round(time.time() - started, 1)
-    manifest = {
-        "format": "vmed-run/1",
-        "status": "complete",
-        "stage": cfg.stage,
-        "base": base,
-        "parent": None if parent is None else {"run_dir": str(Path(cfg.init_from).resolve()), "stage": parent["stage"]},
-        "projector": PROJECTOR_FILE,
-        "adapter": adapter_rel,
-        "weights": weights_rel,
-        "merged_adapters": merged_rel,
-        "policy": to_dict(cfg.policy),
-        "parameters": {k: {"total": v.total, "trainable": v.trainable} for k, v in counts.items()},
-        "num_image_tokens": n_img,
-        "config": to_dict(cfg),
-        "data_sha256": _data_hashes(cfg),
-        "versions": library_versions(),
-        "git_revision": git_revision(),
-        "torch_device": "cuda" if torch.cuda.is_available() else "cpu",
-        "world_size": trainer.args.world_size,
-        "metrics": metrics,
-    }
-    write_manifest(out, manifest)
-    write_model_card(out, manifest)
-    _echo(f"stage {cfg.stage} done: {out} (train loss {metrics['train_loss']:.4f}"
-          + (f", eval loss {metrics['eval_loss']:.4f}" if "eval_loss" in metrics else "") + ")")
-    return StageResult(out, True, metrics)
+        merged.append(rel)
+    return {"projector": PROJECTOR_FILE, "adapter": adapter, "weights": weights, "merged_adapters": merged}
+
+
+def _complete_manifest(run: _Run, m: _Model, files: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from vmed.model.runs import git_revision, library_versions, sha256_file
+
+    cfg, parent = run.cfg, run.parent
+    return run.manifest(
+        "complete",
+        base=m.base,
+        parent=None if parent is None else {"run_dir": str(Path(cfg.init_from).resolve()), "stage": parent["stage"]},
+        **files,
+        policy=to_dict(cfg.policy),
+        parameters={k: {"total": v.total, "trainable": v.trainable} for k, v in m.counts.items()},
+        num_image_tokens=m.num_image_tokens,
+        data_sha256={str(Path(p)): sha256_file(p) for p in (cfg.data.train, cfg.data.validation) if p},
+        versions=library_versions(),
+        git_revision=git_revision(),
+        torch_device="cuda" if torch.cuda.is_available() else "cpu",
+        world_size=run.trainer.args.world_size,
+        distributed=_distributed_kind(run.trainer),
+        metrics=metrics,
+    )
+
+
+def _distributed_kind(trainer: Any) -> str:
+    """How the run was spread over processes: DeepSpeed ZeRO-N, FSDP, DDP or single."""
+    if trainer.is_deepspeed_enabled:
+        return f"deepspeed-zero{trainer.accelerator.state.deepspeed_plugin.zero_stage}"
+    if trainer.is_fsdp_enabled:
+        return f"fsdp{getattr(trainer.accelerator.state.fsdp_plugin, 'fsdp_version', 1)}"
+    return "ddp" if trainer.args.world_size > 1 else "single"
+
+
+def _mark_failed(run: _Run, error: BaseException) -> None:
+    """The manifest says ``failed``, why, and at which step (main process; the run directory stays resumable)."""
+    from vmed.model.runs import write_manifest
+
+    if not _is_main_process():
+        return
+    step = run.trainer.state.global_step if run.trainer is not None else None
+    reason = "interrupted (KeyboardInterrupt)" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+    write_manifest(run.out, run.manifest("failed", error=reason, failed_at_step=step))
