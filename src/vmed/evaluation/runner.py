@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from vmed.constants import SUMMARY_PROMPT
+from vmed.data.records import record_turns
 from vmed.data.schema import Dialogue, RecordError, read_jsonl, resolve_image
 from vmed.errors import UserInputError
 from vmed.evaluation.pipeline import PREDICTIONS_FILE, RUN_INFO
@@ -113,7 +114,8 @@ def _rows_for(rec: Dialogue, answers: Sequence[Any], questions: Sequence[str], m
 
 
 def _questions(rec: Dialogue, summary_prompt: str) -> list[str]:
-    return [t.question for t in rec.turns] + ([summary_prompt] if rec.summary else [])
+    """The questions training puts in a sequence (``vmed.data.records.record_turns``): the turns, then the summary prompt."""
+    return [q for q, _ in record_turns(rec, "last", summary_prompt)]
 
 
 def _load(rec: Dialogue, data_path: Path):
