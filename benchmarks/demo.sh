@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo's budget check: runs `vmed demo` once and prints wall time, peak RSS and both closed-question accuracies.
+# The demo's budget check: runs `vmed demo` once and prints wall time, peak RSS, closed-question accuracy and summary
+# CIDEr-D / ROUGE-L / BLEU-4, each with real and with blank images.
 # Run: bash benchmarks/demo.sh [OUTPUT_DIR]      (budget on the 2-core reference machine: <= 10 min, <= 4 GB RSS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,11 @@ print(f"wall time: {wall:.0f} s (budget 600 s)")
 print(f"peak RSS: {peak / 2**30:.2f} GiB (budget 4 GiB)")
 print(f"closed_accuracy: {report['closed_accuracy']:.3f} (target >= 0.90)")
 print(f"closed_accuracy_blank_images: {report['closed_accuracy_blank_images']:.3f} (target <= 0.60)")
+print(f"summary_cider_d: {report['summary_cider_d']:.3f} (target >= 5.0)")
+print(f"summary_cider_d_blank_images: {report['summary_cider_d_blank_images']:.3f} (target <= {report['summary_cider_d'] / 2:.3f}, half of it)")
+for key in ("summary_rouge_l", "summary_bleu_4"):
+    print(f"{key}: {report[key]:.3f}   blank images: {report[key + '_blank_images']:.3f}")
+print(f"targets met: {report['passed']} {report['checks']}")
 print(f"stage seconds: {report['seconds']}")
 print(f"evaluation: {report['evaluation']['method']}")
 PYEOF

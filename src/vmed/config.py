@@ -104,7 +104,16 @@ class DataConfig:
         "how records become training sequences: dialogue (all turns in one sequence), describe "
         "('Describe the image.' -> summary; stage 1), instruction (phantom instruction-style records; stage 2)",
     )
-    max_length: int = _f(2048, "maximum tokens per sequence (image tokens included); longer dialogues lose whole turns", ge=1)
+    summary_turn: Literal["last", "none"] = _f(
+        "last",
+        "dialogue records: last (end each sequence with the evaluation's summary turn, 'Describe the image.' -> the "
+        "record's summary; records without a summary keep their turns) or none (the VQA turns only)",
+    )
+    max_length: int = _f(
+        2048,
+        "maximum tokens per sequence (image tokens included); a longer dialogue loses whole question turns, "
+        "the latest ones before the summary turn first, and never part of an answer",
+    )
     group_by_length: bool = _f(True, "batch dialogues of similar length together (less padding)")
     num_workers: int = _f(0, "DataLoader worker processes", ge=0)
     max_bad_images: float = _f(

@@ -1,13 +1,15 @@
 """``vmed demo``: the whole pipeline offline on CPU, small enough for minutes on 2 cores.
 
 1. phantoms (``DIR/phantoms``); 2. stage 1 on describe records (``DIR/stage1``); 3. stage 2 on
-instruction records (``DIR/stage2``); 4. stage 3 on the phantom dialogues (``DIR/stage3``);
-5. the merged export (``DIR/model``) answers the test split's closed questions, once with the real
-images and once with every image replaced by a blank one; 6. a sample multi-turn dialogue about one
-test image; 7. ``DIR/demo_report.json``.
+instruction records (``DIR/stage2``); 4. stage 3 on the phantom dialogues, each ending with the summary
+turn (``DIR/stage3``); 5. the merged export (``DIR/model``) holds the test split's dialogues, each ending
+with "Describe the image.", once with the real images and once with every image replaced by a blank one,
+scored by the evaluation package (closed accuracy, summary CIDEr-D, ROUGE-L, BLEU-4); 6. a sample
+multi-turn dialogue about one test image; 7. ``DIR/demo_report.json``.
 
-The stage configs are ``demo_configs`` below; ``configs/tiny-phantom/stage{1,2,3}.yaml`` hold the same
-values (a test keeps them equal), so ``vmed train --config configs/tiny-phantom/stageN.yaml`` repeats a stage.
+The stage settings are the shipped ``configs/tiny-phantom/stage{1,2,3}.yaml``, which the package carries
+as data (``vmed/configs/tiny-phantom``): ``demo_configs`` reads them and sets only the paths and seeds, so
+``vmed train --config configs/tiny-phantom/stageN.yaml`` repeats a stage.
 """
 
 from __future__ import annotations
@@ -16,52 +18,54 @@ import json
 import os
 import shutil
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vmed.config import TrainConfig, load_config
 
-__all__ = ["DEMO_PHANTOMS", "DEMO_OVERRIDES", "demo_configs", "run_demo", "evaluate_closed"]
+__all__ = ["DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate"]
 
 DEMO_PHANTOMS = {"n": 2400, "size": 64}
 """Phantom set of the demo (``vmed data phantom --n 2400``). 2,400 phantoms for 12 stage-3 epochs rather than
 1,200 for 24 (the same number of steps): over seeds 0, 1, 2 closed accuracy was 0.925 / 0.883 / 0.906 against
 0.873 / 0.864 / 0.861, and the test split has twice the questions (docs/training.md, "The demo")."""
 
-DEMO_OVERRIDES: dict[int, list[str]] = {
-    1: [
-        "stage=1", "model.preset=tiny", "policy.vision=frozen", "policy.projector=train", "policy.llm=frozen",
-        "data.records=describe", "data.max_length=256",
-        "optim.lr=3e-3", "optim.epochs=1", "optim.batch_size=16", "optim.warmup_ratio=0.05",
-        "runtime.logging_steps=20", "runtime.save_steps=0",
-    ],
-    2: [
-        "stage=2", "policy.vision=frozen", "policy.projector=train", "policy.llm=lora",
-        "lora.r=32", "lora.alpha=64", "lora.dropout=0.0",
-        "data.records=instruction", "data.max_length=256",
-        "optim.lr=2e-3", "optim.projector_lr=2e-3", "optim.max_steps=60", "optim.batch_size=32", "optim.warmup_ratio=0.05",
-        "runtime.logging_steps=20", "runtime.save_steps=0",
-    ],
-    # The tiny language model is random, not pretrained: a LoRA on it learns the image-dependent answers far more
-    # slowly than training it whole, so the demo's stage 3 merges the stage-2 adapter and trains the LM fully
-    # (policy.llm=full). The 8B recipe keeps LoRA in stage 3. Random batches, not length-grouped ones: grouping put
-    # dialogues of one shape (same question kinds, same turn count) into the same batch, and lesion side then stayed
-    # at chance in every run; with random batches it was learned in open form (0.51-0.89; docs/training.md, "The demo").
-    3: [
-        "stage=3", "policy.vision=frozen", "policy.projector=train", "policy.llm=full", "lora.previous=merge",
-        "data.records=dialogue", "data.max_length=256", "data.group_by_length=false",
-        "optim.lr=1e-3", "optim.projector_lr=3e-3", "optim.epochs=12", "optim.batch_size=16", "optim.warmup_ratio=0.05",
-        "runtime.logging_steps=50", "runtime.save_steps=0",
-    ],
+DEMO_HISTORY = "model"
+"""The evaluation's context: the model's own earlier answers (``vmed eval run``'s default), not the references.
+With the references as history, a blank-image model could copy the lesion count, modality and side into its
+summary from the context, which on the phantoms alone is worth about 4.7 CIDEr-D; with its own answers it
+cannot (docs/training.md, "The demo")."""
+
+TARGETS = {
+    "closed_accuracy": (">=", 0.90),
+    "closed_accuracy_blank_images": ("<=", 0.60),
+    "summary_cider_d": (">=", 5.0),
 }
-"""The demo's stage settings as ``key=value`` overrides (the tiny-phantom YAMLs state the same values)."""
+"""The demo's targets; besides these, blank-image CIDEr-D is at most half the real-image one."""
+
+SUMMARY_METRICS = {
+    "summary_cider_d": "summary_cider_d",
+    "summary_rouge_l": "summary_rouge_l_f1_sentence_mean",
+    "summary_bleu_4": "summary_bleu_4_corpus",
+}
+"""Report key -> metrics.json key (written by ``vmed.evaluation.pipeline.score_file``, which names each rule)."""
+
+
+def stage_yaml(stage: int) -> Path:
+    """The shipped ``configs/tiny-phantom/stage{stage}.yaml`` as installed with the package."""
+    path = Path(str(resources.files("vmed") / "configs" / "tiny-phantom" / f"stage{stage}.yaml"))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the tiny-phantom stage configs are missing from the installed package; reinstall vmed")
+    return path
 
 
 def demo_configs(out: Path, seed: int = 0, phantoms: Path | None = None) -> dict[int, TrainConfig]:
-    """The three stage configs of a demo writing to ``out`` (phantoms in ``out/phantoms`` unless given)."""
+    """The three stage configs of a demo writing to ``out``: the shipped YAMLs with only the output and data
+    paths, ``init_from`` and the seeds set (phantoms in ``out/phantoms`` unless given)."""
     ph = phantoms if phantoms is not None else out / "phantoms"
     cfgs = {}
-    for stage, items in DEMO_OVERRIDES.items():
+    for stage in (1, 2, 3):
         paths = [
             f"output_dir={out / f'stage{stage}'}",
             f"data.train={ph / 'train.jsonl'}",
@@ -72,7 +76,7 @@ def demo_configs(out: Path, seed: int = 0, phantoms: Path | None = None) -> dict
             paths.append(f"model.seed={seed}")
         else:
             paths.append(f"init_from={out / f'stage{stage - 1}'}")
-        cfgs[stage] = load_config(None, items + paths)
+        cfgs[stage] = load_config(stage_yaml(stage), paths)
     return cfgs
 
 
@@ -82,80 +86,120 @@ def _blank_like(image: Any) -> Any:
     return Image.new("RGB", image.size, (0, 0, 0))
 
 
-def _strict_by_type(rows: list, answer_type: str) -> dict[str, list[float]]:
-    """``closed_strict`` (normalised prediction equals the reference) of each row of ``answer_type``, by question type."""
-    from vmed.evaluation.metrics import closed_strict
-
-    by_type: dict[str, list[float]] = {}
-    for r in rows:
-        if r.answer_type == answer_type:
-            by_type.setdefault(r.question_type or "?", []).append(closed_strict(r.prediction, r.reference))
-    return by_type
-
-
-def _means(by_type: dict[str, list[float]]) -> dict[str, float]:
-    return {k: round(sum(v) / len(v), 3) for k, v in sorted(by_type.items())}
-
-
-def evaluate_closed(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: Any = None) -> dict[str, Any]:
-    """Closed-question accuracy of ``model_dir`` on ``test_jsonl``, with real and with blank images.
-
-    Both runs go through the evaluation runner (``vmed.evaluation.runner.run_eval``, dialogue mode with the
-    reference answers as history, greedy), and accuracy is ``closed_accuracy_strict`` (normalised answer equals
-    the reference). The real-image run is also scored in full (``work_dir/eval``: metrics.json, report.md, plots).
-    """
-    from vmed.data.schema import read_jsonl, resolve_image, write_jsonl
-    from vmed.evaluation.pipeline import score_file
-    from vmed.evaluation.predictions import read_predictions
-    from vmed.evaluation.runner import run_eval
-    from vmed.evaluation.scoring import ScoreOptions
+def _blank_copy(records: list, test_jsonl: Path, blank_dir: Path) -> Path:
+    """The test split with every image replaced by a black one of the same size (``blank_dir/test.jsonl``)."""
+    from vmed.data.schema import resolve_image, write_jsonl
     from vmed.imaging import load_image
-    from vmed.inference import Engine
 
-    records = read_jsonl(test_jsonl)
-    blank_dir = work_dir / "blank_test"
     (blank_dir / "images").mkdir(parents=True, exist_ok=True)
     blank_records = []
     for rec in records:
-        src = resolve_image(rec, test_jsonl)
         name = f"images/{Path(rec.image).name}"
-        _blank_like(load_image(src)).save(blank_dir / name)
+        _blank_like(load_image(resolve_image(rec, test_jsonl))).save(blank_dir / name)
         blank_records.append(type(rec).from_dict({**rec.to_dict(), "image": name}))
     write_jsonl(blank_dir / "test.jsonl", blank_records)
+    return blank_dir / "test.jsonl"
 
+
+def _value(group: dict, key: str) -> float | None:
+    entry = group.get(key)
+    return None if entry is None else round(float(entry["value"]), 4)
+
+
+def _figures(metrics: dict) -> dict[str, Any]:
+    """The demo's figures from one metrics.json: closed accuracy, the summary metrics, per-question-type accuracies."""
+    top = metrics["metrics"]
+    out: dict[str, Any] = {
+        "closed_accuracy": _value(top, "closed_accuracy_strict"),
+        "closed_questions": metrics["counts"]["by_answer_type"]["closed"],
+        "summaries": metrics["counts"]["by_answer_type"]["summary"],
+    }
+    out.update({name: _value(top, key) for name, key in SUMMARY_METRICS.items()})
+    by_type = metrics.get("by_question_type", {})
+    out["closed_accuracy_by_type"] = {qt: v for qt, g in by_type.items() if (v := _value(g, "closed_accuracy_strict")) is not None}
+    out["open_exact_match_by_type"] = {qt: v for qt, g in by_type.items() if (v := _value(g, "open_exact_match")) is not None}
+    return out
+
+
+def evaluate(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: Any = None) -> dict[str, Any]:
+    """``model_dir`` on the dialogues of ``test_jsonl``, with real and with blank images.
+
+    Both runs go through the evaluation runner (``vmed.evaluation.runner.run_eval``: dialogue mode, the model's own
+    answers as history, greedy, every dialogue ending with the summary prompt) and are scored by
+    ``vmed.evaluation.pipeline.score_file`` (``work_dir/eval`` and ``work_dir/eval_blank``: metrics.json, report.md,
+    plots); the figures are read from the two metrics.json files. Keys of the blank run end in ``_blank_images``.
+    """
+    from vmed.data.schema import read_jsonl
+    from vmed.evaluation.pipeline import score_file
+    from vmed.evaluation.runner import run_eval
+    from vmed.evaluation.scoring import ScoreOptions
+    from vmed.inference import Engine
+
+    blank_jsonl = _blank_copy(read_jsonl(test_jsonl), test_jsonl, work_dir / "blank_test")
     engine = engine or Engine.from_pretrained(str(model_dir))
-    out: dict[str, Any] = {"method": "vmed.evaluation.runner.run_eval (dialogue mode, gold history, greedy); closed_accuracy_strict"}
-    for key, data, sub in (("closed_accuracy", test_jsonl, "eval"), ("closed_accuracy_blank_images", blank_dir / "test.jsonl", "eval_blank")):
+    out: dict[str, Any] = {
+        "method": f"vmed.evaluation.runner.run_eval (dialogue mode, {DEMO_HISTORY} history, greedy, summary prompt last), "
+                  "scored by vmed.evaluation.pipeline.score_file; closed_accuracy = closed_accuracy_strict; "
+                  + ", ".join(f"{k} = {v}" for k, v in SUMMARY_METRICS.items()),
+    }
+    for suffix, data, sub in (("", test_jsonl, "eval"), ("_blank_images", blank_jsonl, "eval_blank")):
         shutil.rmtree(work_dir / sub, ignore_errors=True)
-        run_eval(engine, str(data), str(work_dir / sub), mode="dialogue", history="gold", batch_size=32,
-                 max_new_tokens=16, limit=None, progress=False, model_path=str(model_dir), command="vmed demo")
-        rows = read_predictions(work_dir / sub / "predictions.jsonl")
-        closed = _strict_by_type(rows, "closed")
-        hits = [h for v in closed.values() for h in v]
-        out[key] = sum(hits) / len(hits) if hits else 0.0
-        out["closed_questions"] = len(hits)
-        out[f"{key}_by_type"] = _means(closed)
-        out[f"{key.replace('closed_accuracy', 'open_exact_match')}_by_type"] = _means(_strict_by_type(rows, "open"))
-    score_file(work_dir / "eval" / "predictions.jsonl", work_dir / "eval", options=ScoreOptions(meteor=False))
+        run_eval(engine, str(data), str(work_dir / sub), mode="dialogue", history=DEMO_HISTORY, batch_size=32,
+                 max_new_tokens=48, limit=None, progress=False, model_path=str(model_dir), command="vmed demo")
+        score_file(work_dir / sub / "predictions.jsonl", work_dir / sub, options=ScoreOptions(meteor=False), command="vmed demo")
+        figures = _figures(json.loads((work_dir / sub / "metrics.json").read_text(encoding="utf-8")))
+        for key, value in figures.items():
+            if key in ("closed_questions", "summaries"):
+                out[key] = value
+            elif key.endswith("_by_type"):
+                out[key.replace("_by_type", f"{suffix}_by_type")] = value
+            else:
+                out[key + suffix] = value
     out["report"] = str(work_dir / "eval" / "report.md")
     return out
 
 
 def _sample_dialogue(engine: Any, test_jsonl: Path) -> dict[str, Any]:
-    """Ask every question of a test record in turn (the model's own answers as history, KV cache reused), then
-    "Describe the image."."""
-    from vmed.constants import SUMMARY_PROMPT
+    """Ask a test record's turns in order (``record_turns``: its questions, then "Describe the image."), with the
+    model's own answers as history and the KV cache reused."""
+    from vmed.data.records import record_turns
     from vmed.data.schema import read_jsonl, resolve_image
     from vmed.imaging import load_image
     from vmed.inference import GenParams
 
     rec = max(read_jsonl(test_jsonl)[:20], key=lambda r: len(r.turns))
     image_path = resolve_image(rec, test_jsonl)
-    questions = [t.question for t in rec.turns] + [SUMMARY_PROMPT]
-    references = [t.answer for t in rec.turns] + [rec.summary or ""]
-    results = engine.dialogue(load_image(image_path), questions, GenParams(max_new_tokens=48))
-    turns = [{"question": q, "answer": r.text, "reference": ref} for q, r, ref in zip(questions, results, references)]
-    return {"id": rec.id, "image": str(image_path), "turns": turns}
+    turns = record_turns(rec)
+    results = engine.dialogue(load_image(image_path), [q for q, _ in turns], GenParams(max_new_tokens=48))
+    return {"id": rec.id, "image": str(image_path),
+            "turns": [{"question": q, "answer": r.text, "reference": ref} for (q, ref), r in zip(turns, results)]}
+
+
+def _passed(scores: dict[str, Any]) -> dict[str, bool]:
+    ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+    checks = {k: scores[k] is not None and ops[op](scores[k], bound) for k, (op, bound) in TARGETS.items()}
+    real, blank = scores["summary_cider_d"], scores["summary_cider_d_blank_images"]
+    checks["summary_cider_d_blank_images"] = real is not None and blank is not None and blank <= real / 2
+    return checks
+
+
+def _print_scores(scores: dict[str, Any]) -> None:
+    print(f"  {'':<34}{'real images':>12}{'blank images':>14}   target")
+    rows = [("closed-question accuracy", "closed_accuracy", ">= 0.90 / <= 0.60"),
+            ("summary CIDEr-D", "summary_cider_d", ">= 5.0 / <= half"),
+            ("summary ROUGE-L F1", "summary_rouge_l", ""),
+            ("summary BLEU-4", "summary_bleu_4", "")]
+    for label, key, target in rows:
+        real, blank = scores[key], scores[f"{key}_blank_images"]
+        print(f"  {label:<34}{real if real is not None else float('nan'):>12.3f}"
+              f"{blank if blank is not None else float('nan'):>14.3f}   {target}")
+    print(f"  ({scores['closed_questions']} closed questions, {scores['summaries']} summaries; chance accuracy is about 0.5)")
+    for kind, acc in scores["closed_accuracy_by_type"].items():
+        blank = scores["closed_accuracy_blank_images_by_type"].get(kind)
+        print(f"    closed {kind:<10} real {acc:.3f}   blank {blank if blank is not None else float('nan'):.3f}")
+    for kind, acc in scores["open_exact_match_by_type"].items():
+        print(f"    open   {kind:<10} exact match {acc:.3f}")
+    print(f"  full evaluation report: {scores['report']}")
 
 
 def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict[str, Any]:
@@ -187,7 +231,7 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
         result = run_stage(cfg)
         metrics[f"stage{stage}"] = result.metrics
         timings[f"stage{stage}"] = time.time() - t
-    print(f"[5/7] evaluate the test split ({paths['test']})", flush=True)
+    print(f"[5/7] evaluate the test split ({paths['test']}), real and blank images", flush=True)
     t = time.time()
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -195,27 +239,23 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
     from vmed.inference import Engine
 
     engine = Engine.from_pretrained(str(model_dir))
-    scores = evaluate_closed(model_dir, paths["test"], out, engine=engine)
+    scores = evaluate(model_dir, paths["test"], out, engine=engine)
     timings["evaluate"] = time.time() - t
-    print(f"  closed-question accuracy, real images:  {scores['closed_accuracy']:.3f}  ({scores['closed_questions']} questions)")
-    print(f"  closed-question accuracy, blank images: {scores['closed_accuracy_blank_images']:.3f}  (chance is about 0.5)")
-    for kind, acc in scores["closed_accuracy_by_type"].items():
-        blank = scores["closed_accuracy_blank_images_by_type"].get(kind)
-        print(f"    closed {kind:<10} real {acc:.3f}   blank {blank:.3f}")
-    for kind, acc in scores["open_exact_match_by_type"].items():
-        print(f"    open   {kind:<10} exact match {acc:.3f}")
-    print(f"  full evaluation report: {scores['report']}")
+    _print_scores(scores)
     print("[6/7] a sample dialogue", flush=True)
     sample = _sample_dialogue(engine, paths["test"])
     print(f"  image: {sample['image']}")
     for turn in sample["turns"]:
         print(f"  user: {turn['question']}\n  vmed: {turn['answer']}    (reference: {turn['reference']})")
     timings["total"] = time.time() - t0
+    checks = _passed(scores)
     report = {
-        "closed_accuracy": scores["closed_accuracy"],
-        "closed_accuracy_blank_images": scores["closed_accuracy_blank_images"],
-        "targets": {"closed_accuracy": ">= 0.90", "closed_accuracy_blank_images": "<= 0.60"},
-        "passed": scores["closed_accuracy"] >= 0.90 and scores["closed_accuracy_blank_images"] <= 0.60,
+        **{k: scores[k] for k in ("closed_accuracy", "closed_accuracy_blank_images")},
+        **{k + sfx: scores[k + sfx] for k in SUMMARY_METRICS for sfx in ("", "_blank_images")},
+        "targets": {**{k: f"{op} {bound}" for k, (op, bound) in TARGETS.items()},
+                    "summary_cider_d_blank_images": "<= summary_cider_d / 2"},
+        "checks": checks,
+        "passed": all(checks.values()),
         "evaluation": scores,
         "phantoms": {"n": n, "seed": seed, **{k: str(v) for k, v in paths.items()}},
         "runs": {f"stage{s}": str(out / f"stage{s}") for s in (1, 2, 3)},
@@ -225,5 +265,5 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"[7/7] report: {out / 'demo_report.json'}  ({timings['total']:.0f} s)")
+    print(f"[7/7] report: {out / 'demo_report.json'}  ({timings['total']:.0f} s; targets {'met' if report['passed'] else 'NOT met'})")
     return report

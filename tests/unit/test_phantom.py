@@ -10,15 +10,8 @@ import pytest
 from PIL import Image
 
 from vmed.constants import SUMMARY_PROMPT
-from vmed.data.phantom import (
-    ALL_KINDS,
-    DEFAULT_KINDS,
-    describe_records,
-    generate_phantoms,
-    instruction_records,
-    make_phantoms,
-    render_phantom,
-)
+from vmed.data.phantom import ALL_KINDS, DEFAULT_KINDS, generate_phantoms, make_phantoms, render_phantom
+from vmed.data.records import describe_records, instruction_records
 from vmed.data.schema import read_jsonl, resolve_image, validate_file
 from vmed.errors import UserInputError
 

@@ -1,7 +1,8 @@
 """Training dataset and collator: dialogue records -> padded batches for ``LlavaForConditionalGeneration``.
 
-Every record is encoded once, up front, by ``vmed.data.template.encode_dialogue`` (all turns in one
-sequence, labels on assistant tokens only), so sequence lengths are known before training: the
+Every record is encoded once, up front, by ``encode_record``: the turns ``vmed.data.records.record_turns``
+gives (the VQA turns, then by default the summary turn) in one sequence through
+``vmed.data.template.encode_dialogue`` (labels on assistant tokens only), so sequence lengths are known before training: the
 length-grouped sampler uses them and the padding fraction can be reported. The sampler is transformers'
 ``LengthGroupedSampler`` plus a per-epoch seed and a batch shuffle (its docstring says why each was needed). Images are loaded
 lazily through ``vmed.imaging.load_image`` and the processor's image processor (and kept in memory
@@ -28,9 +29,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler as _HFLengthGroup
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
+from vmed.data.records import SummaryTurn, record_turns
 from vmed.data.schema import Dialogue, resolve_image
 
 __all__ = [
+    "encode_record",
     "DialogueDataset",
     "DialogueCollator",
     "LengthGroupedSampler",
@@ -42,6 +45,38 @@ _PIXEL_CACHE_BYTES = 256 * 2**20
 """Decoded pixel tensors are kept in memory when all of them together need less than this."""
 
 
+def encode_record(
+    tokenizer: Any,
+    rec: Dialogue,
+    *,
+    num_image_tokens: int,
+    max_length: int | None,
+    system: str | None = DEFAULT_SYSTEM_PROMPT,
+    summary_turn: SummaryTurn = "last",
+) -> tuple[Any, bool]:
+    """``rec`` as one training sequence: (its ``vmed.data.template.EncodedDialogue``, whether it ends with the summary turn).
+
+    The turns are ``record_turns(rec, summary_turn)``. When they do not fit in ``max_length``, whole turns
+    go: with a summary turn, the question turns just before it go first (latest first) so that the
+    sequence still ends with the summary; the summary itself goes only when not even it fits after the
+    system prompt and the image. Without one, trailing turns go. An answer is never cut.
+    """
+    from vmed.data.template import encode_dialogue
+
+    turns = record_turns(rec, summary_turn)
+    enc = encode_dialogue(tokenizer, turns, num_image_tokens=num_image_tokens, system=system, max_length=max_length)
+    with_summary = summary_turn == "last" and bool(rec.summary)
+    if not enc.dropped_turns or not with_summary:
+        return enc, with_summary
+    questions, summary = turns[:-1], turns[-1]
+    for keep in range(min(enc.num_turns, len(questions)), -1, -1):
+        kept = encode_dialogue(tokenizer, [*questions[:keep], summary], num_image_tokens=num_image_tokens, system=system)
+        if max_length is None or len(kept) <= max_length:
+            kept.dropped_turns = len(turns) - (keep + 1)
+            return kept, True
+    return enc, False
+
+
 class DialogueDataset(Dataset):
     """Encoded dialogues plus their images.
 
@@ -50,8 +85,12 @@ class DialogueDataset(Dataset):
         jsonl_path: the file the records came from (for image paths and error messages).
         processor: a ``LlavaProcessor`` (its tokenizer and image processor are used).
         num_image_tokens: image tokens per image (``vmed.model.num_image_tokens(model)``).
-        max_length: longest sequence; trailing turns that do not fit are dropped (and counted).
+        max_length: longest sequence; turns that do not fit are dropped (see ``encode_record``) and counted.
         system: the system prompt of every sequence.
+        summary_turn: ``last`` (each sequence of a record with a summary ends with the summary turn) or ``none``.
+
+    ``dropped_turns`` counts the turns left out by ``max_length``; ``summary_turns`` the sequences that end
+    with a summary turn.
     """
 
     def __init__(
@@ -63,23 +102,25 @@ class DialogueDataset(Dataset):
         num_image_tokens: int,
         max_length: int | None,
         system: str | None = DEFAULT_SYSTEM_PROMPT,
+        summary_turn: SummaryTurn = "last",
     ) -> None:
-        from vmed.data.template import encode_dialogue
-
         self.processor = processor
         self.jsonl_path = Path(jsonl_path)
         self.items: list[tuple[Any, Path | None]] = []
         self.dropped_turns = 0
+        self.summary_turns = 0
         for rec in records:
             image = resolve_image(rec, self.jsonl_path)
-            enc = encode_dialogue(
+            enc, ends_with_summary = encode_record(
                 processor.tokenizer,
-                [(t.question, t.answer) for t in rec.turns],
+                rec,
                 num_image_tokens=num_image_tokens if image is not None else 0,
-                system=system,
                 max_length=max_length,
+                system=system,
+                summary_turn=summary_turn,
             )
             self.dropped_turns += enc.dropped_turns
+            self.summary_turns += int(ends_with_summary)
             self.items.append((enc, image))
         self.lengths = [len(enc.input_ids) for enc, _ in self.items]
         self._pixels: dict[Path, torch.Tensor] = {}

@@ -31,12 +31,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from vmed.constants import SPLITS, SUMMARY_PROMPT
+from vmed.constants import SPLITS
 from vmed.data import phantom_text as T
 from vmed.data.phantom_text import ALL_KINDS, DEFAULT_KINDS, QUESTION_KINDS, QuestionKind, plan_turns
 from vmed.data.schema import Dialogue, Turn, write_jsonl
@@ -54,8 +54,6 @@ __all__ = [
     "render_phantom",
     "make_phantoms",
     "generate_phantoms",
-    "describe_records",
-    "instruction_records",
 ]
 
 SOURCE = "phantom"
@@ -323,50 +321,3 @@ def generate_phantoms(
         paths[s] = out_dir / f"{s}.jsonl"
         write_jsonl(paths[s], (ph.record for ph in phantoms if ph.record.split == s))
     return paths
-
-
-def describe_records(dialogues: Iterable[Dialogue]) -> list[Dialogue]:
-    """Stage-1 records: one turn "Describe the image." -> the summary (open, question_type "SUMMARY").
-
-    Records without a summary are skipped. Ids get a ``#describe`` suffix; image paths are kept as
-    they are, so write the result beside the source JSONL (or use absolute image paths).
-    """
-    return [
-        Dialogue(f"{d.id}#describe", d.image, [Turn(SUMMARY_PROMPT, d.summary, "open", "SUMMARY", "1")],
-                 d.source, d.split, d.summary, dict(d.meta))
-        for d in dialogues
-        if d.summary
-    ]
-
-
-def instruction_records(dialogues: Iterable[Dialogue], seed: int = 0) -> list[Dialogue]:
-    """Stage-2 records: single-turn, instruction-style variants of every turn plus one "describe" variant.
-
-    Each known question is reworded (``phantom_text.PARAPHRASES``; unknown questions are kept), cycling
-    through the wordings separately for every (question, answer) pair so that each wording keeps the
-    original answer balance. Deterministic for a seed. Ids get ``#inst<k>`` suffixes.
-    """
-    rng = np.random.default_rng(seed)
-    cursor: dict[tuple[str, str], int] = {}
-
-    def reword(question: str, answer: str, options: Sequence[str]) -> str:
-        key = (question, answer)
-        if key not in cursor:
-            cursor[key] = int(rng.integers(len(options)))
-        cursor[key] += 1
-        return options[cursor[key] % len(options)]
-
-    out = []
-    for d in dialogues:
-        k = 0
-        for t in d.turns:
-            options = (t.question,) + T.PARAPHRASES.get(t.question, ())
-            q = reword(t.question, t.answer, options)
-            turn = Turn(q, t.answer, t.answer_type, t.question_type, "1", t.alternatives)
-            out.append(Dialogue(f"{d.id}#inst{k}", d.image, [turn], d.source, d.split, d.summary, dict(d.meta)))
-            k += 1
-        if d.summary:
-            q = reword(SUMMARY_PROMPT, "", T.DESCRIBE_PARAPHRASES)
-            turn = Turn(q, d.summary, "open", "SUMMARY", "1")
-            out.append(Dialogue(f"{d.id}#inst{k}", d.image, [turn], d.source, d.split, d.summary, dict(d.meta)))
-    return out

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vmed.constants import SUMMARY_PROMPT
+from vmed.data.records import record_turns
 from vmed.data.schema import Dialogue, RecordError, read_jsonl, resolve_image
 from vmed.errors import UserInputError
 from vmed.evaluation.backends import BackendUnavailable, EvalBackend, LocalBackend, hash_model_dir

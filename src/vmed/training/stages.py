@@ -205,13 +205,13 @@ def load_records(path: str, kind: str, seed: int) -> list[Any]:
 
     records = read_jsonl(path)
     if kind == "describe":
-        from vmed.data.phantom import describe_records
+        from vmed.data.records import describe_records
 
         records = describe_records(records)
         if not records:
             raise ConfigError(f"data.train {path}: no record has a summary, so there are no describe records for stage 1")
     elif kind == "instruction":
-        from vmed.data.phantom import instruction_records
+        from vmed.data.records import instruction_records
 
         records = instruction_records(records, seed=seed)
     if not records:
@@ -314,15 +314,16 @@ def setup_data(run: _Run, m: _Model) -> tuple[Any, Any]:
     from vmed.data.collate import DialogueDataset
 
     cfg = run.cfg
-    train_ds = DialogueDataset(run.train_records, cfg.data.train, m.processor, num_image_tokens=m.num_image_tokens,
-                               max_length=cfg.data.max_length)
+    # the summary turn ends dialogue records; describe / instruction records already are single summary or question turns
+    seq = {"num_image_tokens": m.num_image_tokens, "max_length": cfg.data.max_length,
+           "summary_turn": cfg.data.summary_turn if cfg.data.records == "dialogue" else "none"}
+    train_ds = DialogueDataset(run.train_records, cfg.data.train, m.processor, **seq)
     eval_ds = None
     if run.eval_records is not None:
-        eval_ds = DialogueDataset(run.eval_records, cfg.data.validation, m.processor,
-                                  num_image_tokens=m.num_image_tokens, max_length=cfg.data.max_length)
+        eval_ds = DialogueDataset(run.eval_records, cfg.data.validation, m.processor, **seq)
     _echo(
         f"data: {len(train_ds)} training sequences ({cfg.data.records} records from {cfg.data.train}), "
-        f"mean length {sum(train_ds.lengths) / len(train_ds):.1f} tokens"
+        f"mean length {sum(train_ds.lengths) / len(train_ds):.1f} tokens, {train_ds.summary_turns} ending with the summary turn"
         + (f", {train_ds.dropped_turns} turns dropped by max_length" if train_ds.dropped_turns else "")
         + (f"; {len(eval_ds)} validation sequences" if eval_ds is not None else "")
     )
