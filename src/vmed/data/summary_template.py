@@ -326,7 +326,7 @@ _IMG_IS_A = re.compile(r"^is\s+this\s+(an?\s+.+)$", re.I)
 _IMG_SUGGESTS = re.compile(rf"^(?:{_IMG}\s+(?:is\s+)?(?:suspicious|concerning|suggestive|consistent|typical|diagnostic|indicative)"
                            rf"|what\s+does\s+{_IMG}\s+(?:represent|suggest|indicate|depict)$"
                            rf"|what\s+is\s+{_IMG}\s+(?:suspicious|concerning|suggestive|consistent|typical|indicative))\b", re.I)
-_NOT_OVERVIEW = re.compile(r"\b(abnormal|normal|affected|enlarged|disease|lesion|mass|wrong|patholog|largest|smallest|gray|grey|"
+_NOT_OVERVIEW = re.compile(r"\b(\w+ system\b(?! is imaged)(?=.*\b(?:belong|part)\b)|(?:belong|part of) (?:to )?the \w+ system|abnormal|normal|affected|enlarged|disease|lesion|mass|wrong|patholog|largest|smallest|gray|grey|"
                            r"black|white|bright|dark|left|right|top|bottom|center|rightmost|leftmost)", re.I)
 _OVERVIEW_Q = re.compile(r"\b(modality|plane|organ system|which organ|what organ|main organ|part of the (?:human )?body|body part|"
                          r"type of imag|kind of imag|imaging technique|how was this|type of mri|weighting|sequence|taken with|"
