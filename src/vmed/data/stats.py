@@ -3,7 +3,8 @@
 Reads one JSONL file or every ``*.jsonl`` in a folder (the split is the record's ``split`` field),
 streaming the records. Reports images, turns per dialogue (histogram), closed/open answers, the top
 answers, question types, summary lengths in words, and images found in more than one split by
-path and by content (sha256 of the image files that exist).
+path and by content (sha256 of the image files that exist), and the summary audit per split, source and
+summarizer (``vmed.data.summary_audit``: words, coverage, redundant, left out, repeats and fragments).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from vmed.data.build import find_leaks, sha256_file
-from vmed.data.schema import iter_jsonl, resolve_image
+from vmed.data.schema import Dialogue, iter_jsonl, resolve_image
+from vmed.data.summary_audit import format_audit, summary_audit
 from vmed.errors import UserInputError
 
 __all__ = ["compute_stats", "format_stats"]
@@ -47,8 +49,10 @@ def compute_stats(path: str | os.PathLike, hash_images: bool = True) -> dict[str
     splits: dict[str, dict[str, Any]] = {}
     keys_by_split: dict[str, set[str]] = {}
     image_files: dict[str, Path] = {}
+    records: dict[str, list[Dialogue]] = {}
     for file in _files(path):
         for d in iter_jsonl(file):
+            records.setdefault(d.split, []).append(d)
             s = splits.setdefault(d.split, {"records": 0, "turns": 0, "turns_hist": Counter(), "answer_types": Counter(),
                                             "answers": Counter(), "question_types": Counter(), "summary_words": [],
                                             "no_summary": 0, "images": set(), "files": set()})
@@ -90,6 +94,7 @@ def compute_stats(path: str | os.PathLike, hash_images: bool = True) -> dict[str
             "question_types": dict(s["question_types"].most_common()),
             "summary_words": _lengths(s["summary_words"]),
             "records_without_summary": s["no_summary"],
+            "summary_audit": summary_audit(records.get(name, [])),
         }
     return out
 
@@ -116,6 +121,9 @@ def format_stats(stats: dict[str, Any]) -> str:
                          f" ({s['records_without_summary']} records without summary)")
         else:
             lines.append(f"  no summaries ({s['records_without_summary']} records)")
+        if s.get("summary_audit"):
+            lines.append("  summary audit:")
+            lines.extend("  " + line for line in format_audit(s["summary_audit"]))
     leak = stats["leaks"]
     if leak.get("images"):
         lines.append(f"LEAK: {leak['images']} images appear in more than one split "

