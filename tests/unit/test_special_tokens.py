@@ -138,7 +138,7 @@ def test_chat_repl_questions_are_text(engine, prompts, tmp_path):
 
 def test_training_record_and_summary_are_text(tmp_path):
     from vmed.data.collate import DialogueDataset
-    from vmed.data.phantom import describe_records
+    from vmed.data.records import describe_records
     from vmed.data.schema import Dialogue, Turn
     from vmed.model import build_preset, num_image_tokens
 
