@@ -291,7 +291,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        # A union field (content: str | list of parts) reports one error per branch: name the most specific one.
+        first = max(errors, key=lambda e: (e.get("type") == "value_error", len(e.get("loc", ())))) if errors else {"loc": (), "msg": "invalid request"}
         param = _validation_param(tuple(first.get("loc", ())))
         message = f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:

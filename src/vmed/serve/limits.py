@@ -151,9 +151,10 @@ class BodySizeLimit:
         deadline: float | None = None
         body_done = False
         started = False
+        refused = False
 
         async def limited_receive():
-            nonlocal received, deadline, body_done
+            nonlocal received, deadline, body_done, refused
             if body_done:
                 return await receive()
             loop = asyncio.get_running_loop()
@@ -161,10 +162,12 @@ class BodySizeLimit:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
+                refused = True
                 raise self._too_slow() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    refused = True
                     raise self._too_large()
                 body_done = not message.get("more_body", False)
             else:
@@ -175,6 +178,8 @@ class BodySizeLimit:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if refused:  # the rest of the body is never read: close the connection after the answer
+                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
             await send(message)
 
         try:
