@@ -49,6 +49,7 @@ class FakeEngine:
         self.gate = gate
         self.started = threading.Event()
         self.calls: list[tuple] = []
+        self.cancels: list[threading.Event | None] = []
 
     def prompt_ids(self, image, history, question, system=None) -> list[int]:
         from vmed.data.template import encode_prompt
@@ -56,11 +57,15 @@ class FakeEngine:
         n = self.num_image_tokens if image is not None else 0
         return encode_prompt(self.tokenizer, history, question, num_image_tokens=n, **({} if system is None else {"system": system}))
 
-    def generate(self, image, history, question, params: GenParams, system=None) -> GenResult:
+    def generate(self, image, history, question, params: GenParams, system=None, cancel=None) -> GenResult:
         self.calls.append((image, list(history), question, params, system))
+        self.cancels.append(cancel)
         self.started.set()
         if self.gate is not None:
-            assert self.gate.wait(10), "test gate never released"
+            deadline = time.monotonic() + 10
+            while not self.gate.is_set() and not (cancel is not None and cancel.is_set()):
+                assert time.monotonic() < deadline, "test gate never released"
+                time.sleep(0.01)
         text = "fake answer"
         return GenResult(text=text, prompt_tokens=10, completion_tokens=2, finish_reason="stop")
 
@@ -360,7 +365,7 @@ def test_allowed_url_image_is_used_by_the_api():
 class BrokenEngine(FakeEngine):
     """An engine whose generation fails with a message that quotes the input."""
 
-    def generate(self, image, history, question, params, system=None):
+    def generate(self, image, history, question, params, system=None, cancel=None):
         raise RuntimeError(f"kaboom while answering {question!r}")
 
     def stream(self, image, history, question, params, system=None):

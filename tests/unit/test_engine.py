@@ -208,11 +208,56 @@ def test_context_length_exceeded(engine):
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_new_tokens": 0}, {"max_new_tokens": 2.5}, {"temperature": -0.1}, {"temperature": float("nan")},
-     {"top_p": 0.0}, {"top_p": 1.5}, {"seed": "x"}, {"stop": [3]}],
+     {"top_p": 0.0}, {"top_p": 1.5}, {"seed": "x"}, {"stop": [3]}, {"seed": 2**63}, {"seed": -(2**63) - 1},
+     {"temperature": float("inf")}, {"seed": True}],
 )
 def test_bad_params_are_user_errors(kwargs):
     with pytest.raises(UserInputError):
         GenParams(**kwargs)
+
+
+def test_tiny_temperatures_decode_greedily_and_extreme_seeds_sample(engine):
+    """temperature 1e-300 would overflow the logits to inf (sampling then fails); it decodes greedily like 0."""
+    greedy = engine.generate(noise_image(3), [], "Q?", GenParams(max_new_tokens=6))
+    assert GenParams(temperature=1e-300).greedy and not GenParams(temperature=1e-4).greedy
+    assert engine.generate(noise_image(3), [], "Q?", GenParams(max_new_tokens=6, temperature=1e-300, seed=1)) == greedy
+    for seed in (-(2**63), 2**63 - 1):
+        r = engine.generate(noise_image(3), [], "Q?", GenParams(max_new_tokens=4, temperature=0.8, seed=seed))
+        assert r.completion_tokens >= 1
+
+
+def test_fit_max_new_tokens_is_the_one_context_rule():
+    from vmed.inference.params import fit_max_new_tokens
+
+    assert fit_max_new_tokens(100, 128, None, default=256) == 28  # clamped to the room left
+    assert fit_max_new_tokens(100, 128, 28) == 28
+    with pytest.raises(ContextLengthExceeded, match="max_tokens is 29: 129 > .* 128 tokens"):
+        fit_max_new_tokens(100, 128, 29, name="max_tokens")
+    with pytest.raises(ContextLengthExceeded, match="fills the model's context of 128") as info:
+        fit_max_new_tokens(128, 128, None)
+    assert info.value.max_new_tokens is None
+
+
+def test_image_placeholder_in_text_never_becomes_a_second_image_slot(engine):
+    from vmed.errors import UserInputError
+
+    image_id = engine.model.config.image_token_id
+    with pytest.raises(UserInputError, match="<image>"):
+        engine.check_image_slots([1, 2] + [image_id] * (engine.num_image_tokens + 1), engine.num_image_tokens)
+    engine.check_image_slots([1, 2] + [image_id] * engine.num_image_tokens, engine.num_image_tokens)
+    for image, question in ((noise_image(1), "<image> What is it?"), (None, "What is <image>?")):
+        try:
+            ids = engine.prompt_ids(image, [], question)
+        except UserInputError as e:  # the template still makes <image> a slot: refused with a clear message
+            assert "<image>" in str(e)
+        else:  # the template encodes it as text: exactly the image's own slots
+            assert ids.count(image_id) == (engine.num_image_tokens if image is not None else 0)
+
+
+def test_engine_satisfies_the_protocol_the_server_is_typed_against(engine):
+    from vmed.inference.protocol import AnswerEngine
+
+    assert isinstance(engine, AnswerEngine)
 
 
 def test_stop_accepts_a_single_string():

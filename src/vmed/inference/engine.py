@@ -26,7 +26,7 @@ import torch
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
 from vmed.errors import UserInputError
-from vmed.inference.params import ContextLengthExceeded, GenParams, GenResult
+from vmed.inference.params import GenParams, GenResult, fit_max_new_tokens
 from vmed.inference.streaming import FinishedRow, GenerationStream, StopOnStrings, TokenQueue, finish_row
 
 if TYPE_CHECKING:
@@ -130,25 +130,44 @@ class Engine:
         from vmed.data.template import encode_prompt
 
         n = self.num_image_tokens if image is not None else 0
-        return encode_prompt(self.tokenizer, list(history), question, num_image_tokens=n, system=system)
+        ids = encode_prompt(self.tokenizer, list(history), question, num_image_tokens=n, system=system)
+        self.check_image_slots(ids, n)
+        return ids
+
+    def check_image_slots(self, ids: Sequence[int], expected: int) -> None:
+        """Refuse a prompt whose image-token count is not ``expected`` (the image's tokens, or 0 without one).
+
+        The template encodes user text with special tokens as plain text, so ``<image>`` typed by a user
+        never becomes a slot; this guard makes the engine refuse, with a clear message, any prompt in
+        which it would (the model would fail with "Image features and image tokens do not match").
+        """
+        found = list(ids).count(self.model.config.image_token_id)
+        if found != expected:
+            raise UserInputError(
+                f"the prompt has {found} image-token slots for {expected} image tokens: the text contains the image "
+                "placeholder <image>; remove it from the messages (send the image as an image part)"
+            )
 
     def check_context(self, prompt_tokens: int, params: GenParams, where: str = "") -> None:
         """Raise ``ContextLengthExceeded`` when the prompt plus ``max_new_tokens`` exceed the context."""
-        if prompt_tokens + params.max_new_tokens > self.context_length:
-            raise ContextLengthExceeded(prompt_tokens, params.max_new_tokens, self.context_length, where)
+        fit_max_new_tokens(prompt_tokens, self.context_length, params.max_new_tokens, where=where)
 
     # ---- one answer -------------------------------------------------------------------------
 
     def generate(
         self, image: "Image | None", history: Sequence[tuple[str, str]], question: str, params: GenParams | None = None,
-        *, system: str | None = DEFAULT_SYSTEM_PROMPT,
+        *, system: str | None = DEFAULT_SYSTEM_PROMPT, cancel: threading.Event | None = None,
     ) -> GenResult:
-        """Answer ``question`` about ``image`` (None: text only) after the (question, answer) ``history``."""
+        """Answer ``question`` about ``image`` (None: text only) after the (question, answer) ``history``.
+
+        Setting ``cancel`` (from another thread) stops the generation after the current step; the
+        result then holds the answer so far (the HTTP API sets it when the client goes away).
+        """
         params = params or GenParams()
         ids = self.prompt_ids(image, history, question, system=system)
         self.check_context(len(ids), params)
         pv = self.pixel_values([image]) if image is not None else None
-        row = self.run([ids], pv, params)[0][0]
+        row = self.run([ids], pv, params, cancel=cancel)[0][0]
         return GenResult(row.text, len(ids), len(row.ids), row.finish_reason)
 
     def stream(

@@ -86,7 +86,9 @@ class ChatSession:
         if not question.strip():
             raise UserInputError("the question is empty")
         if self.turns:
-            ids = self._transcript + encode_continuation(self.engine.tokenizer, self._closed, question)
+            continuation = encode_continuation(self.engine.tokenizer, self._closed, question)
+            self.engine.check_image_slots(continuation, 0)
+            ids = self._transcript + continuation
         else:
             ids = self.engine.prompt_ids(self.image, [], question, system=self.system)
         self.engine.check_context(len(ids), params)

@@ -19,6 +19,7 @@ timings, never prompts, images or DICOM tags.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -31,7 +32,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,12 +41,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vmed.errors import UserInputError
+from vmed.inference.params import ContextLengthExceeded, GenParams, GenResult, fit_max_new_tokens
+from vmed.inference.protocol import AnswerEngine
 from vmed.serve.limits import (
-    ApiError, BodySizeLimit, ConcurrencyLimiter, ImageFetcher, ServeLimits, image_url_bytes, load_image_bytes, parse_data_url,
+    ApiError, BodySizeLimit, ConcurrencyLimiter, ImageFetcher, ServeLimits, image_url_bytes, is_data_url, load_image_bytes,
+    parse_data_url,
 )
 from vmed.serve.schemas import ChatCompletion, ChatCompletionRequest, ChatMessage, Choice, ModelCard, ModelList, ResponseMessage, Usage
+from vmed.serve.server import serve_in_thread
 
-__all__ = ["create_app", "Conversation", "messages_to_conversation", "serve_in_thread"]
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["create_app", "Conversation", "Prepared", "messages_to_conversation", "prepare_request", "serve_in_thread"]
 
 log = logging.getLogger("vmed.serve")
 
@@ -113,23 +121,69 @@ def _system_kwargs(system: str | None) -> dict:
     return {} if system is None else {"system": system}
 
 
-def _count_prompt_tokens(engine: Any, image, history: list[tuple[str, str]], question: str, system: str | None) -> int:
-    """Tokens of the generation prompt (image tokens included), by the one chat template."""
+# ---- request preparation: messages -> image, prompt size, generation parameters ----------------------
+
+
+@dataclass
+class Prepared:
+    """A request ready for the engine: the conversation, the decoded image (or None) and the parameters."""
+
+    conv: Conversation
+    image: "Image | None"
+    params: GenParams
+
+
+def _load_image(conv: Conversation, fetcher: ImageFetcher, limits: ServeLimits) -> "Image | None":
+    """Decode the last image URL (the one the model sees); earlier ones are only checked to be valid."""
+    image = None
+    for k, url in enumerate(conv.image_urls):
+        if k == len(conv.image_urls) - 1:
+            data = image_url_bytes(url, fetcher, param="messages")
+            image = load_image_bytes(data, max_pixels=limits.max_image_pixels, param="messages")
+        elif is_data_url(url):
+            parse_data_url(url, param="messages")
+        else:
+            fetcher.check_url(url, param="messages")
+    return image
+
+
+def _gen_params(req: ChatCompletionRequest, prompt_tokens: int, context_length: int, limits: ServeLimits) -> GenParams:
+    """The request's sampling fields as ``GenParams``; the answer length comes from ``fit_max_new_tokens``."""
     try:
-        return len(engine.prompt_ids(image, history, question, **_system_kwargs(system)))
+        max_new = fit_max_new_tokens(
+            prompt_tokens, context_length, req.max_tokens or req.max_completion_tokens, default=limits.default_max_tokens, name="max_tokens",
+        )
+    except ContextLengthExceeded as e:
+        raise _context_error(e) from None
+    return GenParams(
+        max_new_tokens=max_new,
+        temperature=0.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        seed=secrets.randbelow(2**31) if req.seed is None else req.seed,  # no seed: a fresh sample each time
+        stop=[req.stop] if isinstance(req.stop, str) else list(req.stop or []),
+    )
+
+
+def prepare_request(engine: AnswerEngine, limits: ServeLimits, fetcher: ImageFetcher, req: ChatCompletionRequest) -> Prepared:
+    """Everything before generation (blocking: run it in a worker thread). Input errors are ``ApiError`` 400."""
+    conv = messages_to_conversation(req.messages, max_images=limits.max_images)
+    image = _load_image(conv, fetcher, limits)
+    try:
+        prompt_tokens = len(engine.prompt_ids(image, conv.history, conv.question, **_system_kwargs(conv.system)))
     except UserInputError as e:
         raise ApiError(400, str(e), param="messages") from None
+    return Prepared(conv, image, _gen_params(req, prompt_tokens, int(engine.context_length), limits))
 
 
-def _context_error(e: Exception) -> ApiError:
-    return ApiError(400, str(e), param="max_tokens", code="context_length_exceeded")
+def _context_error(e: ContextLengthExceeded) -> ApiError:
+    param = "messages" if e.max_new_tokens is None else "max_tokens"
+    return ApiError(400, str(e), param=param, code="context_length_exceeded")
 
 
-def _generate(engine: Any, image, history, question: str, system: str | None, params) -> Any:
-    from vmed.inference.params import ContextLengthExceeded
-
+def _generate(engine: AnswerEngine, prep: Prepared, cancel: threading.Event) -> GenResult:
+    conv = prep.conv
     try:
-        return engine.generate(image, history, question, params, **_system_kwargs(system))
+        return engine.generate(prep.image, conv.history, conv.question, prep.params, cancel=cancel, **_system_kwargs(conv.system))
     except ContextLengthExceeded as e:
         raise _context_error(e) from None
 
@@ -141,20 +195,18 @@ class _Stream:
     right now), so a client that disconnects mid-answer frees the model without blocking the event loop.
     """
 
-    def __init__(self, engine: Any, image, history, question: str, system: str | None, params):
+    def __init__(self, engine: AnswerEngine, prep: Prepared):
         self._engine = engine
-        self._args = (image, history, question, params)
-        self._kwargs = _system_kwargs(system)
-        self._it = None
+        self._prep = prep
+        self._it: Any = None
         self._lock = threading.Lock()
-        self.result = None
+        self.result: GenResult | None = None
 
     def first(self) -> str | None:
         """Start generating and return the first piece (errors here still become HTTP errors)."""
-        from vmed.inference.params import ContextLengthExceeded
-
+        conv = self._prep.conv
         try:
-            self._it = self._engine.stream(*self._args, **self._kwargs)
+            self._it = self._engine.stream(self._prep.image, conv.history, conv.question, self._prep.params, **_system_kwargs(conv.system))
         except ContextLengthExceeded as e:
             raise _context_error(e) from None
         return self.next()
@@ -178,7 +230,7 @@ class _Stream:
         threading.Thread(target=self._close, name="vmed-stream-close", daemon=True).start()
 
 
-def _final_result(it: Any, value: Any) -> Any:
+def _final_result(it: Any, value: Any) -> GenResult:
     """The GenResult at the end of ``engine.stream``: the generator's return value or its ``result``."""
     result = value if value is not None else getattr(it, "result", None)
     if result is None:
@@ -186,12 +238,19 @@ def _final_result(it: Any, value: Any) -> Any:
     return result
 
 
+# ---- errors ------------------------------------------------------------------------------------------
+
+
 def _openai_error(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> JSONResponse:
     return JSONResponse(ApiError(status, message, type=type, param=param, code=code).body(), status_code=status)
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+
+
 def _validation_param(loc: tuple) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    """A pydantic error location as the request field's dotted path, without pydantic's type tags."""
+    parts = [str(p) for p in loc if p != "body" and "[" not in str(p) and str(p) not in _TYPE_TAGS]
     return ".".join(parts) or None
 
 
@@ -201,8 +260,11 @@ def _safe_traceback(exc: BaseException) -> str:
     return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "body_too_large"}
+
+
 def _as_api_error(exc: Exception) -> ApiError:
-    """Any failure while serving a request as the error to send: input errors 400, anything else a logged 500.
+    """Any failure while serving a request as the error to send: input errors 4xx, anything else a logged 500.
 
     Handled here rather than by an app-level ``Exception`` handler, which Starlette re-raises into
     uvicorn's log with the exception's message (and that may quote the input).
@@ -210,49 +272,17 @@ def _as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, StarletteHTTPException):
-        return ApiError(exc.status_code, str(exc.detail), code="body_too_large" if exc.status_code == 413 else None)
+        return ApiError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+    if isinstance(exc, ContextLengthExceeded):
+        return _context_error(exc)
     if isinstance(exc, UserInputError):
         return ApiError(400, str(exc))
     log.error("internal error %s at %s", type(exc).__name__, _safe_traceback(exc))
     return ApiError(500, "internal server error", type="server_error", code="internal_error")
 
 
-def _web_file(name: str) -> bytes:
-    return resources.files("vmed.serve").joinpath("web", name).read_bytes()
-
-
-_WEB_TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
-
-
-def create_app(
-    engine: Any,
-    limits: ServeLimits | None = None,
-    *,
-    model_name: str = "vmed",
-    fetcher: ImageFetcher | None = None,
-) -> FastAPI:
-    """The FastAPI app around one loaded ``vmed.inference.Engine``.
-
-    ``fetcher`` overrides the URL policy built from ``limits`` (tests pass a fetcher with a fake
-    resolver and transport). The body-size middleware wraps the whole app.
-    """
-    from vmed.inference.params import GenParams
-
-    limits = limits or ServeLimits()
-    fetcher = fetcher or ImageFetcher(
-        allowed_hosts=tuple(h.lower() for h in limits.allowed_image_hosts),
-        timeout_s=limits.fetch_timeout_s,
-        max_bytes=limits.fetch_max_bytes,
-        max_redirects=limits.max_redirects,
-    )
-    limiter = ConcurrencyLimiter(limits.max_concurrent)
-    created = int(time.time())
-
-    app = FastAPI(title="vmed", summary="OpenAI-compatible API for a vmed medical visual dialogue model", version="1")
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-    app.state.limits = limits
-    app.state.limiter = limiter
-    app.state.engine = engine
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as an OpenAI-style body: ApiError as is, schema errors 400 naming the field, HTTP errors by status."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -261,7 +291,8 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        # A union field (content: str | list of parts) reports one error per branch: name the most specific one.
+        first = max(errors, key=lambda e: (e.get("type") == "value_error", len(e.get("loc", ())))) if errors else {"loc": (), "msg": "invalid request"}
         param = _validation_param(tuple(first.get("loc", ())))
         message = f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:
@@ -270,128 +301,140 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-        return _openai_error(exc.status_code, str(exc.detail), code=codes.get(exc.status_code))
+        return _openai_error(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error %s at %s", type(exc).__name__, _safe_traceback(exc))
         return _openai_error(500, "internal server error", type="server_error", code="internal_error")
 
-    def _acquire() -> None:
-        if not limiter.try_acquire():
+
+# ---- the routes ---------------------------------------------------------------------------------------
+
+
+def _web_file(name: str) -> bytes:
+    return resources.files("vmed.serve").joinpath("web", name).read_bytes()
+
+
+_WEB_TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+DISCONNECT_POLL_S = 0.25
+"""How often a non-streaming request checks whether its client is still there."""
+
+
+class _ClientGone(Exception):
+    """The client of a non-streaming request disconnected; its generation was cancelled."""
+
+
+async def _until_disconnect(request: Request, work: Callable[[threading.Event], Any]) -> Any:
+    """Run ``work(cancel)`` in a worker thread; if the client disconnects first, set ``cancel``, wait, raise ``_ClientGone``."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(work, cancel))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await task  # the generation stops after its current step; the slot is freed after it
+            raise _ClientGone
+
+
+class _Routes:
+    """The routes of one app: the engine, the limits, the URL policy and the concurrency slots they share.
+
+    Every route that takes a slot has its whole body read (and size- and time-checked by
+    ``BodySizeLimit``) before it asks for one, so a slow upload never holds a slot.
+    """
+
+    def __init__(self, engine: AnswerEngine, limits: ServeLimits, fetcher: ImageFetcher, model_name: str):
+        self.engine = engine
+        self.limits = limits
+        self.fetcher = fetcher
+        self.model_name = model_name
+        self.limiter = ConcurrencyLimiter(limits.max_concurrent)
+        self.created = int(time.time())
+
+    def acquire(self) -> None:
+        if not self.limiter.try_acquire():
             raise ApiError(
-                429, f"the server is busy ({limiter.limit} requests in flight, --max-concurrent); retry shortly",
+                429, f"the server is busy ({self.limiter.limit} requests in flight, --max-concurrent); retry shortly",
                 type="rate_limit_error", code="too_many_requests",
             )
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": model_name, "in_flight": limiter.in_flight, "max_concurrent": limiter.limit}
+    async def health(self) -> dict:
+        return {"status": "ok", "model": self.model_name, "in_flight": self.limiter.in_flight, "max_concurrent": self.limiter.limit}
 
-    @app.get("/v1/models", response_model=ModelList)
-    async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=model_name, created=created)])
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.model_name, created=self.created)])
 
-    def _prepare(req: ChatCompletionRequest):
-        """Blocking part before generation: image decoding, params, the context check."""
-        conv = messages_to_conversation(req.messages, max_images=limits.max_images)
-        image = None
-        for k, url in enumerate(conv.image_urls):
-            if k == len(conv.image_urls) - 1:
-                data = image_url_bytes(url, fetcher, param="messages")
-                image = load_image_bytes(data, max_pixels=limits.max_image_pixels, param="messages")
-            elif url.startswith("data:"):  # earlier images are not shown to the model, but must be valid
-                parse_data_url(url, param="messages")
-            else:
-                fetcher.check_url(url, param="messages")
-        prompt_tokens = _count_prompt_tokens(engine, image, conv.history, conv.question, conv.system)
-        requested = req.max_tokens or req.max_completion_tokens
-        context = int(engine.context_length)
-        room = context - prompt_tokens
-        if requested is None:
-            max_new = min(limits.default_max_tokens, room)
-            if max_new < 1:
-                raise ApiError(
-                    400, f"the prompt has {prompt_tokens} tokens, which fills the model's context of "
-                    f"{context} tokens; shorten the conversation",
-                    param="messages", code="context_length_exceeded",
-                )
-        else:
-            max_new = requested
-            if requested > room:
-                raise ApiError(
-                    400, f"the prompt has {prompt_tokens} tokens and max_tokens is {requested}: together "
-                    f"{prompt_tokens + requested}, more than the model's context of {context} tokens",
-                    param="max_tokens", code="context_length_exceeded",
-                )
-        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        params = GenParams(
-            max_new_tokens=max_new,
-            temperature=0.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
-            seed=secrets.randbelow(2**31) if req.seed is None else req.seed,  # no seed: a fresh sample each time
-            stop=stop,
-        )
-        return conv, image, params
-
-    @app.post("/v1/chat/completions", response_model=ChatCompletion)
-    async def chat_completions(req: ChatCompletionRequest):
-        _acquire()
+    async def chat_completions(self, req: ChatCompletionRequest, request: Request) -> Any:
+        """The body is parsed (and checked) by FastAPI before this runs; only then is a slot taken."""
+        self.acquire()
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         t0 = time.perf_counter()
         try:
-            conv, image, params = await run_in_threadpool(_prepare, req)
+            prep = await run_in_threadpool(prepare_request, self.engine, self.limits, self.fetcher, req)
             if req.stream:
-                stream = _Stream(engine, image, conv.history, conv.question, conv.system, params)
+                stream = _Stream(self.engine, prep)
                 first = await run_in_threadpool(stream.first)
             else:
-                result = await run_in_threadpool(_generate, engine, image, conv.history, conv.question, conv.system, params)
+                result = await _until_disconnect(request, lambda cancel: _generate(self.engine, prep, cancel))
+        except _ClientGone:
+            self.limiter.release()
+            log.info("%s cancelled: the client went away after %.0f ms", request_id, (time.perf_counter() - t0) * 1000)
+            return Response(status_code=499)  # nobody reads it; 499 "client closed request" in the access log
         except Exception as exc:
-            limiter.release()
+            self.limiter.release()
             raise _as_api_error(exc) from None
         except BaseException:
-            limiter.release()
+            self.limiter.release()
             raise
-        if not req.stream:
-            limiter.release()
-            log.info(
-                "%s done: finish=%s prompt_tokens=%d completion_tokens=%d %.0f ms", request_id, result.finish_reason,
-                result.prompt_tokens, result.completion_tokens, (time.perf_counter() - t0) * 1000,
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(
+                self._sse(stream, first, request_id, include_usage, t0),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-            return ChatCompletion(
-                id=request_id, created=int(time.time()), model=model_name,
-                choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
-                usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                            total_tokens=result.prompt_tokens + result.completion_tokens),
-            )
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(
-            _sse(stream, first, request_id, int(time.time()), include_usage, t0),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        self.limiter.release()
+        log.info(
+            "%s done: finish=%s prompt_tokens=%d completion_tokens=%d %.0f ms", request_id, result.finish_reason,
+            result.prompt_tokens, result.completion_tokens, (time.perf_counter() - t0) * 1000,
+        )
+        return ChatCompletion(
+            id=request_id, created=int(time.time()), model=self.model_name,
+            choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
+            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                        total_tokens=result.prompt_tokens + result.completion_tokens),
         )
 
-    async def _sse(stream, first, request_id: str, created_at: int, include_usage: bool, t0: float):
-        def chunk(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> str:
-            body: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created_at, "model": model_name,
-                                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
-            if usage is not None:
-                body["usage"] = usage
-            return f"data: {json.dumps(body)}\n\n"
+    def _chunk(self, request_id: str, created_at: int, delta: dict, finish: str | None = None, usage: dict | None = None,
+               choices: bool = True) -> str:
+        body: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created_at, "model": self.model_name,
+                                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
 
+    async def _sse(self, stream: _Stream, first: str | None, request_id: str, include_usage: bool, t0: float) -> AsyncIterator[str]:
+        """The SSE events of one streamed answer; the slot is released (and the generation cancelled) when it ends."""
+        created_at = int(time.time())
         try:
-            yield chunk({"role": "assistant", "content": ""})
+            yield self._chunk(request_id, created_at, {"role": "assistant", "content": ""})
             piece = first
             while piece is not None:
                 if piece:
-                    yield chunk({"content": piece})
+                    yield self._chunk(request_id, created_at, {"content": piece})
                 piece = await run_in_threadpool(stream.next)
             result = stream.result
-            yield chunk({}, finish=result.finish_reason)
+            assert result is not None
+            yield self._chunk(request_id, created_at, {}, finish=result.finish_reason)
             if include_usage:
-                yield chunk({}, usage={"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                                       "total_tokens": result.prompt_tokens + result.completion_tokens}, choices=False)
+                usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                         "total_tokens": result.prompt_tokens + result.completion_tokens}
+                yield self._chunk(request_id, created_at, {}, usage=usage, choices=False)
             yield "data: [DONE]\n\n"
             log.info(
                 "%s streamed: finish=%s prompt_tokens=%d completion_tokens=%d %.0f ms", request_id, result.finish_reason,
@@ -403,75 +446,81 @@ def create_app(
             yield "data: [DONE]\n\n"
         finally:
             stream.close_soon()
-            limiter.release()
+            self.limiter.release()
 
-    @app.get("/v1/images/presets")
-    async def presets() -> dict:
+    async def presets(self) -> dict:
         from vmed.imaging import WINDOW_PRESETS
 
         return {"presets": {name: {"center": c, "width": w} for name, (c, w) in WINDOW_PRESETS.items()}}
 
-    @app.post("/v1/images/render")
-    async def render(request: Request, preset: str | None = None) -> dict:
-        """Raw image bytes (PNG/JPEG/DICOM) in the body -> the image as the model sees it, as a PNG data URL."""
+    async def render(self, request: Request, preset: str | None = None) -> dict:
+        """Raw image bytes (PNG/JPEG/DICOM) in the body -> the image as the model sees it, as a PNG data URL.
+
+        The body is read first (``BodySizeLimit`` bounds its size and time), then a slot is taken for decoding.
+        """
         from vmed.imaging import WINDOW_PRESETS
 
-        if preset is not None and preset not in WINDOW_PRESETS:
-            raise ApiError(400, f"unknown window preset {preset!r}; choose one of {', '.join(WINDOW_PRESETS)}", param="preset")
-        _acquire()
         try:
             data = await request.body()
-            if not data:
-                raise ApiError(400, "empty body: send the image file's bytes", param="body", code="invalid_image")
-
-            def _render() -> dict:
-                image = load_image_bytes(data, max_pixels=limits.max_image_pixels, preset=preset, param="body")
-                width, height = image.size
-                image.thumbnail((RENDER_MAX_SIDE, RENDER_MAX_SIDE))
-                buf = io.BytesIO()
-                image.save(buf, format="PNG")
-                return {"data_url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-                        "width": width, "height": height}
-
-            return await run_in_threadpool(_render)
+        except Exception as exc:
+            raise _as_api_error(exc) from None
+        if preset is not None and preset not in WINDOW_PRESETS:
+            raise ApiError(400, f"unknown window preset {preset[:40]!r}; choose one of {', '.join(WINDOW_PRESETS)}", param="preset")
+        if not data:
+            raise ApiError(400, "empty body: send the image file's bytes", param="body", code="invalid_image")
+        self.acquire()
+        try:
+            return await run_in_threadpool(self._render, data, preset)
         except Exception as exc:
             raise _as_api_error(exc) from None
         finally:
-            limiter.release()
+            self.limiter.release()
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> Response:
+    def _render(self, data: bytes, preset: str | None) -> dict:
+        image = load_image_bytes(data, max_pixels=self.limits.max_image_pixels, preset=preset, param="body")
+        width, height = image.size
+        image.thumbnail((RENDER_MAX_SIDE, RENDER_MAX_SIDE))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return {"data_url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), "width": width, "height": height}
+
+    async def index(self) -> Response:
         return Response(_web_file("index.html"), media_type=_WEB_TYPES["index.html"])
 
-    @app.get("/web/{name}")
-    async def web_asset(name: str) -> Response:
+    async def web_asset(self, name: str) -> Response:
         if name not in _WEB_TYPES:
-            raise ApiError(404, f"no such file: {name}", code="not_found")
+            raise ApiError(404, f"no such file: {name[:80]}", code="not_found")
         return Response(_web_file(name), media_type=_WEB_TYPES[name])
 
-    return app
 
+def create_app(
+    engine: AnswerEngine,
+    limits: ServeLimits | None = None,
+    *,
+    model_name: str = "vmed",
+    fetcher: ImageFetcher | None = None,
+) -> FastAPI:
+    """The FastAPI app around one loaded ``vmed.inference.Engine``.
 
-@contextlib.contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread; yields the base URL (``http://host:port``).
-
-    ``port=0`` picks a free port. Used by tests, the load benchmark and notebooks.
+    ``fetcher`` overrides the URL policy built from ``limits`` (tests pass a fetcher with a fake
+    resolver and transport). The body-size and body-time middleware wraps the whole app; the
+    connection-level timeouts are set where the app is run (``vmed.serve.server``).
     """
-    import uvicorn
+    limits = limits or ServeLimits()
+    routes = _Routes(engine, limits, fetcher or ImageFetcher.from_limits(limits), model_name)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="vmed-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start on {host}:{port}")
-        time.sleep(0.02)
-    bound_port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound_port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    app = FastAPI(title="vmed", summary="OpenAI-compatible API for a vmed medical visual dialogue model", version="1")
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    app.state.limits = limits
+    app.state.limiter = routes.limiter
+    app.state.engine = engine
+    _install_error_handlers(app)
+
+    app.add_api_route("/health", routes.health, methods=["GET"])
+    app.add_api_route("/v1/models", routes.models, methods=["GET"], response_model=ModelList)
+    app.add_api_route("/v1/chat/completions", routes.chat_completions, methods=["POST"], response_model=ChatCompletion)
+    app.add_api_route("/v1/images/presets", routes.presets, methods=["GET"])
+    app.add_api_route("/v1/images/render", routes.render, methods=["POST"])
+    app.add_api_route("/", routes.index, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/web/{name}", routes.web_asset, methods=["GET"])
+    return app

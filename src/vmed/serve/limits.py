@@ -19,6 +19,7 @@ Nothing here logs request content (prompts, images, DICOM tags).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
@@ -33,7 +34,7 @@ import httpx
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from vmed.constants import DEFAULT_MAX_IMAGE_PIXELS
+from vmed.serve.settings import DEFAULT_LIMITS, ServeLimits
 
 __all__ = [
     "ApiError",
@@ -42,6 +43,7 @@ __all__ = [
     "ConcurrencyLimiter",
     "ImageFetcher",
     "parse_data_url",
+    "is_data_url",
     "image_url_bytes",
     "is_public_address",
     "load_image_bytes",
@@ -80,30 +82,6 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-@dataclass
-class ServeLimits:
-    """Every limit of ``vmed serve``; each one is a command-line flag (see ``vmed serve --help``)."""
-
-    max_body_bytes: int = 16 * 1024 * 1024
-    """Largest request body; larger bodies get 413 before they are read (``--max-body-mb``)."""
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    """Pixel budget per image, checked from the header before decoding (``--max-image-pixels``)."""
-    max_images: int = 4
-    """Most images in one request (``--max-images``); the model sees the last one."""
-    max_concurrent: int = 4
-    """Requests processed at once; more get 429 immediately (``--max-concurrent``)."""
-    allowed_image_hosts: tuple[str, ...] = ()
-    """Hosts that ``http(s)://`` image URLs may name (``--allow-image-host``); empty: no URL fetching."""
-    fetch_timeout_s: float = 10.0
-    """Total time for fetching one image URL, redirects included (``--image-fetch-timeout``)."""
-    fetch_max_bytes: int = 16 * 1024 * 1024
-    """Largest fetched image (``--image-fetch-max-mb``)."""
-    max_redirects: int = 3
-    """Redirects followed per image URL; each target is checked like the first URL."""
-    default_max_tokens: int = 256
-    """``max_tokens`` when the request gives none (clamped to the room left in the context)."""
-
-
 def _error_response(status: int, message: str, code: str) -> tuple[dict, bytes]:
     body = json.dumps(ApiError(status, message, code=code).body()).encode()
     start = {
@@ -114,30 +92,44 @@ def _error_response(status: int, message: str, code: str) -> tuple[dict, bytes]:
     return start, body
 
 
-class _BodyTooLarge(HTTPException):
-    """Raised from the wrapped ``receive`` when a streamed body passes the limit.
+class _BodyRefused(HTTPException):
+    """Raised from the wrapped ``receive`` when a streamed body passes the size limit (413) or its deadline (408).
 
     An ``HTTPException`` so that FastAPI's body parsing re-raises it (instead of turning it into a 400).
     """
 
+    def __init__(self, status: int, message: str, code: str):
+        super().__init__(status, message)
+        self.code = code
+
 
 class BodySizeLimit:
-    """Pure ASGI middleware: 413 for request bodies over ``max_bytes``, before they are read into memory.
+    """Pure ASGI middleware: 413 for request bodies over ``max_bytes``, 408 for bodies slower than ``timeout_s``.
 
     A declared ``Content-Length`` over the limit is refused before a single body byte is received. A
     body without one (chunked) is counted chunk by chunk as the app reads it; the chunk that passes the
-    limit aborts the request with 413 (the connection is then closed, the rest is never read).
+    limit aborts the request with 413 (the connection is then closed, the rest is never read). The
+    whole body must arrive within ``timeout_s`` of the app's first read, so a client that trickles
+    bytes cannot hold a socket (routes read the body before they take a concurrency slot). Once the
+    body is complete, ``receive`` is passed through untouched (it then only reports a disconnect).
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, timeout_s: float = DEFAULT_LIMITS.body_timeout_s):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
-    def _message(self) -> str:
-        return f"request body is larger than the server's limit of {self.max_bytes} bytes (--max-body-mb)"
+    def _too_large(self) -> _BodyRefused:
+        return _BodyRefused(413, f"request body is larger than the server's limit of {self.max_bytes} bytes (--max-body-mb)", "body_too_large")
 
-    async def _refuse(self, send) -> None:
-        start, body = _error_response(413, self._message(), "body_too_large")
+    def _too_slow(self) -> _BodyRefused:
+        return _BodyRefused(
+            408, f"the request body did not arrive within {self.timeout_s:g} s (--body-timeout); send it at once", "request_timeout",
+        )
+
+    @staticmethod
+    async def _refuse(send, refusal: _BodyRefused) -> None:
+        start, body = _error_response(refusal.status_code, str(refusal.detail), refusal.code)
         await send(start)
         await send({"type": "http.response.body", "body": body})
 
@@ -152,32 +144,49 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared < 0 or declared > self.max_bytes:
-                    await self._refuse(send)
+                    await self._refuse(send, self._too_large())
                     return
 
         received = 0
+        deadline: float | None = None
+        body_done = False
         started = False
+        refused = False
 
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
+        async def limited_receive():
+            nonlocal received, deadline, body_done, refused
+            if body_done:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline if deadline is not None else loop.time() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                refused = True
+                raise self._too_slow() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge(413, self._message())
+                    refused = True
+                    raise self._too_large()
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def tracking_send(message):
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if refused:  # the rest of the body is never read: close the connection after the answer
+                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyRefused as refusal:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, refusal)
 
 
 class ConcurrencyLimiter:
@@ -202,10 +211,39 @@ class ConcurrencyLimiter:
         self.in_flight = max(0, self.in_flight - 1)
 
 
+def is_data_url(url: str) -> bool:
+    """True for a ``data:`` URL; URL schemes are case-insensitive (RFC 3986 §3.1), so ``DATA:`` counts too."""
+    return url[:5].lower() == "data:"
+
+
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
+
+
+def _decode_base64(payload: str, param: str) -> bytes:
+    """Standard base64 (RFC 4648), ignoring line breaks and spaces as MIME encoders write them (RFC 2045 §6.8)."""
+    compact = payload.translate(_WHITESPACE)
+    bad = next((i for i, ch in enumerate(compact) if ch not in _BASE64_ALPHABET), None)
+    if bad is not None:
+        hint = " (URL-safe base64 uses '-' and '_'; encode with the standard alphabet)" if compact[bad] in "-_" else ""
+        raise ApiError(
+            400, f"invalid base64 in data URL: character {compact[bad]!r} at position {bad} of the data is not in the "
+            f"base64 alphabet (A-Z a-z 0-9 + / =){hint}", param=param, code="invalid_base64",
+        )
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(400, f"invalid base64 in data URL: {e} (the data has {len(compact)} base64 characters)", param=param, code="invalid_base64") from None
+
+
 def parse_data_url(url: str, *, param: str = "image_url") -> tuple[str, bytes]:
-    """``data:<media-type>[;...];base64,<payload>`` -> (media type, decoded bytes). Raises ``ApiError`` (400)."""
+    """``data:<media-type>[;...];base64,<payload>`` -> (media type, decoded bytes). Raises ``ApiError`` (400).
+
+    As RFC 2397 allows: any case for the scheme, media type and ``base64``; parameters (``;name=x.png``);
+    line breaks inside the base64 (MIME encoders add them every 76 characters).
+    """
     head, sep, payload = url.partition(",")
-    if not sep or not head.startswith("data:"):
+    if not sep or not is_data_url(head):
         raise ApiError(400, "malformed data URL: expected 'data:<media-type>;base64,<data>'", param=param, code="invalid_image_url")
     meta = head[len("data:"):].split(";")
     media_type = (meta[0] or "text/plain").strip().lower()
@@ -214,14 +252,11 @@ def parse_data_url(url: str, *, param: str = "image_url") -> tuple[str, bytes]:
     if media_type not in SUPPORTED_MEDIA_TYPES:
         raise ApiError(
             400,
-            f"unsupported media type {media_type!r} in data URL; supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
+            f"unsupported media type {media_type[:60]!r} in data URL; supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
             param=param,
             code="unsupported_media_type",
         )
-    try:
-        data = base64.b64decode(payload.strip(), validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ApiError(400, f"invalid base64 in data URL: {e}", param=param, code="invalid_base64") from None
+    data = _decode_base64(payload, param)
     if not data:
         raise ApiError(400, "empty image in data URL", param=param, code="invalid_image")
     return media_type, data
@@ -277,19 +312,34 @@ class ImageFetcher:
     ``resolver`` and ``transport`` exist so that tests can run without a network.
     """
 
-    allowed_hosts: tuple[str, ...] = ()
-    timeout_s: float = 10.0
-    max_bytes: int = 16 * 1024 * 1024
-    max_redirects: int = 3
+    allowed_hosts: tuple[str, ...] = DEFAULT_LIMITS.allowed_image_hosts
+    timeout_s: float = DEFAULT_LIMITS.fetch_timeout_s
+    max_bytes: int = DEFAULT_LIMITS.fetch_max_bytes
+    max_redirects: int = DEFAULT_LIMITS.max_redirects
     resolver: Resolver = field(default=_resolve)
     transport: httpx.BaseTransport | None = None
 
+    @classmethod
+    def from_limits(cls, limits: ServeLimits) -> "ImageFetcher":
+        """The policy ``vmed serve`` runs with: the hosts, timeout and size cap of ``limits``."""
+        return cls(
+            allowed_hosts=tuple(h.lower().rstrip(".") for h in limits.allowed_image_hosts), timeout_s=limits.fetch_timeout_s,
+            max_bytes=limits.fetch_max_bytes, max_redirects=limits.max_redirects,
+        )
+
     def check_url(self, url: str, param: str = "image_url") -> tuple[str, str, int, str]:
         """The policy for one URL, without fetching: -> (scheme, host, port, a checked public address), or ApiError 400."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            explicit_port = parts.port  # raises ValueError for a port that is not a number in 0-65535
+        except ValueError:
+            raise ApiError(
+                400, "malformed image URL (unbalanced brackets or a bad port); send the image as a data: URL",
+                param=param, code="invalid_image_url",
+            ) from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise ApiError(400, f"image URL scheme {scheme!r} is not allowed; send the image as a data: URL", param=param, code="image_url_refused")
+            raise ApiError(400, f"image URL scheme {scheme[:20]!r} is not allowed; send the image as a data: URL", param=param, code="image_url_refused")
         host = (parts.hostname or "").lower().rstrip(".")
         if not self.allowed_hosts:
             raise ApiError(
@@ -300,8 +350,8 @@ class ImageFetcher:
                 code="image_url_refused",
             )
         if host not in self.allowed_hosts:
-            raise ApiError(400, f"image host {host!r} is not in the server's allowlist", param=param, code="image_url_refused")
-        port = parts.port or (443 if scheme == "https" else 80)
+            raise ApiError(400, f"image host {host[:100]!r} is not in the server's allowlist", param=param, code="image_url_refused")
+        port = explicit_port or (443 if scheme == "https" else 80)
         try:
             addresses = self.resolver(host, port)
         except OSError:
@@ -366,6 +416,6 @@ class ImageFetcher:
 
 def image_url_bytes(url: str, fetcher: ImageFetcher, *, param: str = "image_url") -> bytes:
     """The raw bytes behind an ``image_url``: a ``data:`` URL or, under the fetch policy, an http(s) URL."""
-    if url.startswith("data:"):
+    if is_data_url(url):
         return parse_data_url(url, param=param)[1]
     return fetcher.fetch(url, param=param)
