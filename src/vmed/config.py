@@ -113,6 +113,7 @@ class DataConfig:
         2048,
         "maximum tokens per sequence (image tokens included); a longer dialogue loses whole question turns, "
         "the latest ones before the summary turn first, and never part of an answer",
+        ge=1,
     )
     group_by_length: bool = _f(True, "batch dialogues of similar length together (less padding)")
     num_workers: int = _f(0, "DataLoader worker processes", ge=0)

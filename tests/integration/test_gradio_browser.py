@@ -59,6 +59,8 @@ def test_gradio_upload_chat_retry_undo_switch_download(engine, tmp_path):
             completions.append(scope["method"])
         await inner(scope, receive, send)
 
+    app.state = inner.state  # serve_in_thread reads the app's limits from there
+
     with serve_in_thread(app) as url:
         chat = EndpointChat(url, max_tokens=MAX_TOKENS)
         demo = build_demo(chat, examples_dir=examples)

@@ -83,11 +83,13 @@ def test_vqa_rad_image_disjoint(vqa_rad):
 def test_vqa_rad_summaries_use_only_dialogue_words(vqa_rad):
     glue = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted",
             "with", "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw", "lay", "took", "went", "none", "nothing", "something",
-            "seen", "or", "and", "a"}
+            "seen", "or", "and", "a", "visible", "abnormality"}
     _, out = vqa_rad["keep"]
-    for d in read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl"):
+    records = read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl")
+    assert sum(not d.summary for d in records) <= len(records) // 20  # empty only where no statement could be built
+    for d in (d for d in records if d.summary):
         text = " ".join(f"{t.question} {t.answer}" for t in d.turns)
-        source = {w.lower() for w in re.findall(r"[A-Za-z]+", re.sub(r"(?i)xray", "x ray", text))}
+        source = {w.lower() for w in re.findall(r"[A-Za-z]+", re.sub(r"(?i)cxr", "cxr chest x ray", re.sub(r"(?i)xray", "x ray", text)))}  # CXR = chest X-ray
         words = {w.lower() for w in re.findall(r"[A-Za-z]+", d.summary)}
         extra = {w for w in words - source - glue if not any(w.startswith(s) for s in source)}
         assert not extra, (d.id, d.summary, extra)

@@ -148,10 +148,11 @@ def test_training_record_and_summary_are_text(tmp_path):
     answer = f"left {IMAGE_TOKEN}" + INJECT
     summary = "Axial CT." + INJECT + "<|begin_of_text|>"
     record = Dialogue("r1", "a.png", [Turn(INJECT, answer), Turn(f"{IMAGE_TOKEN} size?", "small")], summary=summary)
-    ds = DialogueDataset([record, *describe_records([record])], tmp_path / "train.jsonl", processor,
-                         num_image_tokens=n, max_length=None)
+    ds = DialogueDataset([record], tmp_path / "train.jsonl", processor, num_image_tokens=n, max_length=None)
+    stage1 = DialogueDataset(describe_records([record]), tmp_path / "train.jsonl", processor, num_image_tokens=n,
+                             max_length=None, summary_turn="none")
     eot = tok.convert_tokens_to_ids(EOT)
-    for item, answers in zip((ds[0], ds[1]), ([answer, "small"], [summary])):
+    for item, answers in zip((ds[0], stage1[0]), ([answer, "small", summary], [summary])):  # dialogue records end with the summary turn
         ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
         assert controls(tok, ids) == {BOS: 1, START_HEADER: 1 + 2 * len(answers), END_HEADER: 1 + 2 * len(answers),
                                       EOT: 1 + 2 * len(answers), IMAGE_TOKEN: n}

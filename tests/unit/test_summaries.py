@@ -163,11 +163,11 @@ def _words(text):
 
 GLUE = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted", "with",
         "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw",
-        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a", "visible"}
+        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a", "visible", "abnormality"}
 
 
 def _extra_words(d):
-    source = _words(" ".join(f"{t.question} {t.answer}" for t in d.turns).lower().replace("xray", "x ray"))
+    source = _words(" ".join(f"{t.question} {t.answer}" for t in d.turns).lower().replace("xray", "x ray").replace("cxr", "cxr chest x ray"))  # CXR = chest X-ray
     return {w for w in _words(d.summary) - source - GLUE if not any(w.startswith(s) for s in source)}
 
 
@@ -199,7 +199,11 @@ def test_real_vqa_rad_summaries_read_cleanly(tmp_path):
     records = read_jsonl(tmp_path / "out" / "train.jsonl") + read_jsonl(tmp_path / "out" / "test.jsonl")
     assert len(records) == 516
     qa_fallbacks = 0
+    empty = [d.id for d in records if not d.summary]
+    assert len(empty) <= len(records) // 20, empty  # left empty only where no statement could be built
     for d in records:
+        if not d.summary:
+            continue
         for name, pattern in BAD.items():
             assert not pattern.search(d.summary), (name, d.id, d.summary)
         assert 1 <= len(d.summary.split()) <= 60 and d.summary.endswith("."), (d.id, d.summary)
@@ -347,5 +351,5 @@ def test_llm_through_a_local_hf_causal_lm(tmp_path):
     s = LlmSummarizer(HFBackend(str(tmp_path / "lm")), "tiny-lm", tmp_path / "c.jsonl", max_words=8)
     text = s.summarize(_dialogues(1)[0])
     stats = s.stats()
-    assert stats["llm"] + stats["fallbacks"] == 1
-    assert 1 <= len(text.split()) <= 8 or stats["fallbacks"] == 1
+    assert stats["llm"] + stats["fallbacks"] + stats.get("guard_replaced", 0) == 1
+    assert 1 <= len(text.split()) <= 8 or stats["fallbacks"] + stats.get("guard_replaced", 0) == 1

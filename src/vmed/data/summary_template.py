@@ -170,7 +170,8 @@ def _yes_no_statement(words: list[str], yes: bool) -> str | None:
     return None
 
 
-
+# long: one ordered table of open-question shapes ("Where is X?", "What is the X of Y?", ...), tried top to
+# bottom; splitting it would hide the order that decides which shape wins.
 def _open_statement(words: list[str], answer: str) -> str | None:
     if len(words) < 2:
         return None

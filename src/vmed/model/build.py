@@ -204,7 +204,8 @@ def _resize_embeddings(lm: Any, tokenizer: Any, added: list[str]) -> None:
                 if alias is not None and alias < old_size:
                     w[vocab[token]] = w[alias]
 
-
+# long: the model's recipe in build order (tower, LM, tokenizer + <image>, embeddings, projector, processor,
+# serving config), each step a few lines that share the configs; mostly its documented arguments.
 def build_model(
     vision: str | PretrainedConfig,
     lm: str | PretrainedConfig,
