@@ -135,3 +135,68 @@ def test_bad_flags_exit_2_before_loading(files, capsys):
     assert main(["chat", "--model", str(files["root"] / "nope")]) == 2
     err = capsys.readouterr().err
     assert "--preset 'foo'" in err and "--window" in err and "does not exist" in err
+
+
+def test_non_utf8_input_line_is_one_error_and_the_chat_goes_on(files):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vmed", "chat", "--model", str(files["model"]), "--max-new-tokens", "3"],
+        input=b"\xff x\nWhat is it?\n\xc3\x28 y\n", capture_output=True, timeout=300,
+    )
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0, stderr
+    errors = error_lines(stderr)
+    assert len(errors) == 2 and "line 1" in errors[0] and "0xff" in errors[0] and "line 3" in errors[1], stderr
+    assert "Traceback" not in stderr
+    assert proc.stdout.decode().count("\n") == 1  # the one valid question was answered
+
+
+def test_surrogates_and_image_placeholders_in_questions_are_one_error_line(engine, files):
+    r, out, err = repl(engine)
+    r.set_image(files["png"])
+    r.run(["bad \udcff byte", "lone \ud800 surrogate", "<image> What is it?", "Is it normal?"])
+    errors = error_lines(err)
+    assert len(errors) >= 2 and "0xff" in errors[0] and "U+D800" in errors[1], err.getvalue()
+    assert r.session.turns[-1][0] == "Is it normal?"
+
+
+def test_bad_image_file_is_an_in_chat_error_and_the_session_goes_on(engine, files, tmp_path):
+    """Unreadable images (plain text, a truncated PNG, a DICOM with an unknown transfer syntax) print one line each.
+
+    The DICOM case needs vmed.imaging to raise ImageError for every decoder failure (the lead's change)."""
+    import pydicom
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    ds = pydicom.dcmread(files["dicom"])
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5"
+    odd = tmp_path / "odd.dcm"
+    ds.save_as(odd)
+    r, out, err = repl(engine)
+    r.set_image(files["png"])
+    r.run([f"/image {text}", f"/image {files['broken']}", f"/image {odd}", "Still there?"])
+    errors = error_lines(err)
+    assert len(errors) == 3, err.getvalue()
+    assert "notes.png" in errors[0] and "broken.png" in errors[1] and "odd.dcm" in errors[2]
+    assert r.session.turns == [("Still there?", r.contexts[-1].turns[0][1])]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--temperature", "inf"], "temperature"), (["--temperature", "-1"], "temperature"), (["--temperature", "nan"], "temperature"),
+    (["--seed", str(2**64)], "seed"), (["--seed", str(-(2**63) - 1)], "seed"), (["--top-p", "5"], "top_p"),
+    (["--max-new-tokens", "0"], "max_new_tokens"),
+])
+def test_absurd_sampling_flags_exit_2_with_one_error_line(files, capsys, flags, words):
+    from vmed.cli import main
+
+    assert main(["chat", "--model", str(files["model"]), *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and words in error_lines(err)[0] and "Traceback" not in err
+
+
+def test_tiny_temperature_chats_greedily(engine, files):
+    r, out, err = repl(engine, params=GenParams(max_new_tokens=6, temperature=1e-300, seed=2**63 - 1))
+    r.set_image(files["png"])
+    r.run(["What modality is this?"])
+    assert error_lines(err) == []
+    expected = engine.generate(r.session.image, [], "What modality is this?", GenParams(max_new_tokens=6))
+    assert r.session.turns[0][1] == expected.text

@@ -10,8 +10,8 @@ Each line is a question, or a command:
 - ``/help``; ``/quit`` (or end of input).
 
 Answers stream to stdout as they are generated. Errors (a missing file, an unreadable image, an
-unknown command, a conversation that no longer fits the context) print one ``error:`` line on
-stderr and the chat goes on. When stdin is not a terminal (a pipe, a script, a test) there are no
+unknown command, a conversation that no longer fits the context, a line that is not UTF-8) print
+one ``error:`` line on stderr and the chat goes on. When stdin is not a terminal (a pipe, a script, a test) there are no
 prompts: stdout holds only the answers, one per question, each ended by a newline.
 
 The conversation keeps the engine's KV cache between turns (``vmed.inference.ChatSession``), so
@@ -39,6 +39,16 @@ Type a question and press Enter; the answer streams as it is generated.
   /save FILE    write this chat as dialogue records (JSONL, one per image context)
   /help         show this help
   /quit         leave (Ctrl-D works too)"""
+
+
+def _undecodable(text: str) -> str | None:
+    """What makes ``text`` invalid UTF-8 (an undecodable byte kept as a surrogate), or None if it is valid."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        ch = ord(text[e.start])
+        return f"byte 0x{ch - 0xDC00:02x}" if 0xDC80 <= ch <= 0xDCFF else f"unpaired surrogate U+{ch:04X}"
+    return None
 
 
 @dataclass
@@ -81,6 +91,7 @@ class ChatRepl:
         self.contexts: list[Context] = [Context(None)]
         self.session = engine.session(None, system=system)
         self.done = False
+        self.line_no = 0
 
     # ---- output -----------------------------------------------------------------------------
 
@@ -179,8 +190,13 @@ class ChatRepl:
 
     def handle(self, line: str) -> None:
         """One input line: a command, a question, or nothing. User errors print one line."""
+        self.line_no += 1
         line = line.strip()
         if not line:
+            return
+        bad = _undecodable(line)
+        if bad is not None:
+            self.error(f"input line {self.line_no} is not valid UTF-8 text ({bad}); it was skipped: save the input as UTF-8")
             return
         try:
             self.command(line) if line.startswith("/") else self.ask(line)
@@ -198,12 +214,17 @@ class ChatRepl:
                     line = next(source)
                 elif self.interactive:
                     line = input("you> ")
-                else:
-                    line = sys.stdin.readline()
-                    if not line:
+                else:  # bytes, so that a line that is not UTF-8 is reported (by handle) instead of ending the chat
+                    raw = sys.stdin.buffer.readline()
+                    if not raw:
                         break
+                    line = raw.decode("utf-8", errors="surrogateescape")
             except (StopIteration, EOFError):
                 break
+            except UnicodeDecodeError as e:  # a terminal whose input is not UTF-8
+                self.line_no += 1
+                self.error(f"input line {self.line_no} is not valid UTF-8 text (byte 0x{e.object[e.start]:02x}); it was skipped")
+                continue
             except KeyboardInterrupt:
                 self.out.write("\n")
                 break
