@@ -162,6 +162,8 @@ def plan(turns: Sequence[Turn], max_findings: int = 5, max_words: int = 60) -> P
     while True:
         chosen = groups[:max_findings]
         text = " ".join(s for s in (ld.text, _findings_sentence([f for g in chosen for _, f in g])) if s)
+        # dataset text sometimes doubles a word ("the the"): never carried into a summary
+        text = re.sub(r"\b(\w+) \1\b", r"\1", text, flags=re.IGNORECASE)
         if len(text.split()) <= max_words or len(chosen) <= 1:
             break
         max_findings = len(chosen) - 1  # drop the least important statement rather than cut a sentence
