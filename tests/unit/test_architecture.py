@@ -28,6 +28,7 @@ LAYER = {
     "demo": 6,
     "cli": 7,
     "__init__": 0,
+    "_io": 0,
     "__main__": 7,
 }
 SIBLINGS_APART = {("training", "inference"), ("inference", "training")}

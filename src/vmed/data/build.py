@@ -42,9 +42,9 @@ from vmed.data.conversion import (
     find_leaks,
     hold_out_targets,
     progress,
-    sha256_file,
     split_order,
 )
+from vmed._io import sha256_file
 from vmed.data.converters import CONVERTERS
 from vmed.data.converters.base import QARow, Tally
 from vmed.data.converters.ordering import order_turns
@@ -53,7 +53,7 @@ from vmed.data.schema import Dialogue, JsonlWriter, Turn
 from vmed.data.summaries import TemplateSummarizer
 from vmed.errors import UserInputError
 
-__all__ = ["convert", "run", "ConvertJob", "ConvertReport", "check_image", "find_leaks", "sha256_file",
+__all__ = ["convert", "run", "ConvertJob", "ConvertReport", "check_image", "find_leaks",
            "SPLIT_POLICIES", "FULL_CHECK_LIMIT", "HOLD_OUT_RANK"]
 
 GroupKey = tuple[str, str, "str | None"]

@@ -4,7 +4,7 @@
 - ``ConvertJob``: every option of one ``vmed data convert`` run, checked once (``check``), never mutated.
 - ``ConvertReport``: what ``report.json`` holds and what the CLI prints; it alone writes the leak warning,
   the image-disjoint rule and the example caps.
-- ``ImageChecker`` / ``check_image``: is an image usable (full decode or header only); ``sha256_file``.
+- ``ImageChecker`` / ``check_image``: is an image usable (full decode or header only).
 - ``ImagePlacer``: the record's ``image`` field; ``--copy-images`` copies only to paths that resolve inside
   ``OUTPUT/images`` (an image name such as ``../../x/evil.jpg``, an absolute path, or a symlink that leads
   out is refused, and the caller skips and counts the row as ``image_path_unsafe``).
@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from vmed._io import sha256_file
 from vmed.constants import SPLITS
 from vmed.data.converters.base import ConvertOptions, Tally
 from vmed.errors import UserInputError, VmedError
@@ -40,7 +40,6 @@ __all__ = [
     "ImageChecker",
     "ImagePlacer",
     "check_image",
-    "sha256_file",
     "find_leaks",
     "hold_out_targets",
     "split_order",
@@ -250,19 +249,6 @@ def split_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-# What PIL and pydicom raise on malformed bytes that vmed.imaging does not yet wrap in ImageError
-# (issue 11 §1 gives the loader a typed wrapper); any of them means "this file is not a usable image".
-_DECODER_FAULTS = (ValueError, TypeError, IndexError, KeyError, AttributeError, EOFError, ArithmeticError, NotImplementedError)
-
-
 def check_image(path: str | os.PathLike | None, full: bool) -> str | None:
     """None if the image is usable, else the skip reason ``image_missing`` or ``image_unreadable``.
 
@@ -275,7 +261,7 @@ def check_image(path: str | os.PathLike | None, full: bool) -> str | None:
     if full:
         try:
             load_image(Path(path))
-        except (ImageError, OSError, *_DECODER_FAULTS):
+        except ImageError:  # vmed.imaging types every decoder failure (vmed.imaging.guard)
             return "image_unreadable"
         return None
     try:

@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vmed.data.build import find_leaks, sha256_file
+from vmed._io import sha256_file
+from vmed.data.build import find_leaks
 from vmed.data.schema import Dialogue, iter_jsonl, resolve_image
 from vmed.data.summary_audit import format_audit, summary_audit
 from vmed.errors import UserInputError

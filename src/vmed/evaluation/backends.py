@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from vmed.errors import UserInputError, VmedError
-from vmed.evaluation.predictions import sha256_file
+from vmed._io import sha256_file
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from vmed.errors import UserInputError
-from vmed.evaluation.predictions import read_predictions, sha256_file
+from vmed._io import sha256_file
+from vmed.evaluation.predictions import read_predictions
 from vmed.evaluation.report import write_report
 from vmed.evaluation.scoring import ScoreOptions, score_rows
 

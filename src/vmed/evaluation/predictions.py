@@ -9,17 +9,17 @@ row comes after the last question), ``question``, ``reference``, ``prediction``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from vmed._io import sha256_file
 from vmed.data.schema import iter_json_lines
 from vmed.errors import UserInputError
 
-__all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "write_rows", "PredictionsWriter", "sha256_file"]
+__all__ = ["PredictionRow", "ANSWER_TYPES", "REQUIRED_KEYS", "read_predictions", "load_complete_rows", "write_rows", "PredictionsWriter"]
 
 ANSWER_TYPES = ("closed", "open", "summary")
 REQUIRED_KEYS = ("id", "turn", "question", "reference", "prediction", "answer_type", "question_type")
@@ -189,12 +189,3 @@ def write_rows(f, rows: Iterable[PredictionRow]) -> None:
         f.write(r.to_json() + "\n")
     f.flush()
     os.fsync(f.fileno())
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

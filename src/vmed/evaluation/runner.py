@@ -36,7 +36,8 @@ from vmed.data.schema import Dialogue, RecordError, read_jsonl, resolve_image
 from vmed.errors import UserInputError
 from vmed.evaluation.backends import BackendUnavailable, EvalBackend, LocalBackend, hash_model_dir
 from vmed.evaluation.pipeline import PREDICTIONS_FILE, RUN_INFO
-from vmed.evaluation.predictions import PredictionsWriter, sha256_file
+from vmed._io import sha256_file
+from vmed.evaluation.predictions import PredictionsWriter
 from vmed.evaluation.protocol import EvalProtocol, Tally, drive
 
 __all__ = ["RunResult", "run_eval", "MODES", "HISTORIES", "hash_model_dir"]

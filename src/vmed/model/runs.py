@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vmed.config import ModelSpec
+from vmed._io import sha256_file
 from vmed.errors import ConfigError
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "write_manifest",
     "library_versions",
     "git_revision",
-    "sha256_file",
     "load_run",
     "assemble_run",
     "save_trained_weights",
@@ -196,14 +196,6 @@ def git_revision() -> str | None:
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_projector(model: Any, path: str | os.PathLike, state_dict: dict[str, Any] | None = None) -> None:

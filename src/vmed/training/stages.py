@@ -453,7 +453,8 @@ def _save_weights(run: _Run, m: _Model, state_dict: dict[str, Any] | None) -> di
 def _complete_manifest(run: _Run, m: _Model, files: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from vmed.model.runs import git_revision, library_versions, sha256_file
+    from vmed._io import sha256_file
+    from vmed.model.runs import git_revision, library_versions
 
     cfg, parent = run.cfg, run.parent
     return run.manifest(

@@ -98,6 +98,17 @@ def parse_json_line(raw: bytes) -> tuple[Any, str | None, str | None]:
         return None, "bad_json", "JSON nested too deeply to parse"
 
 
+def utf8_lines(path: Path, split: str, guard: "RowGuard") -> Iterator[tuple[int, str, str]]:
+    """``(line number, "file, line N", text)`` for every non-blank UTF-8 line; a line that is not UTF-8 is
+    rejected through ``guard`` (counted as ``not_utf8``) and reading goes on."""
+    for lineno, raw in iter_lines(path):
+        where = f"{path}, line {lineno}"
+        try:
+            yield lineno, where, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            guard.reject(split, "not_utf8", where, f"not UTF-8 text (byte {e.start} of the line)")
+
+
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """``(line number, raw bytes without the line break)`` for every non-blank line; a UTF-8 BOM is dropped."""
     with path.open("rb") as f:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from vmed.constants import SUMMARY_PROMPT
 from vmed.data.converters.base import SPLIT_ALIASES, ConvertOptions, RecordRow, Tally, normalise_answer
-from vmed.data.converters.reading import RowGuard, iter_lines
+from vmed.data.converters.reading import RowGuard, utf8_lines
 from vmed.data.converters.llava import iter_llava_file, llava_files, record_name
 from vmed.errors import UserInputError
 
@@ -65,13 +65,7 @@ class RocoConverter:
         subset = file.parent.name if file.parent.name.lower() in ("radiology", "non-radiology") else None
         images = str(file.parent / "images")
         guard = RowGuard(file, tally, what="line")
-        for lineno, raw in iter_lines(file):
-            where = f"{file}, line {lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                guard.reject(split, "not_utf8", where, f"not UTF-8 text (byte {e.start} of the line)")
-                continue
+        for lineno, where, line in utf8_lines(file, split, guard):
             roco_id, tab, caption = line.partition("\t")
             roco_id = roco_id.strip()
             if not tab or not roco_id:

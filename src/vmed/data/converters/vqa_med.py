@@ -29,7 +29,7 @@ from vmed.data.converters.base import (
     normalise_answer_type,
     record_id,
 )
-from vmed.data.converters.reading import RowGuard, iter_lines
+from vmed.data.converters.reading import RowGuard, utf8_lines
 from vmed.errors import UserInputError
 
 __all__ = ["VqaMed2019Converter"]
@@ -101,13 +101,7 @@ class VqaMed2019Converter:
                tally: Tally) -> Iterator[QARow]:
         layout = "imageid|question|answer" if nfields == 3 else "imageid|category|question|answer"
         guard = RowGuard(file, tally, what="line")
-        for lineno, raw in iter_lines(file):
-            where = f"{file}, line {lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                guard.reject(split, "not_utf8", where, f"not UTF-8 text (byte {e.start} of the line)")
-                continue
+        for lineno, where, line in utf8_lines(file, split, guard):
             parts = line.split("|")
             if len(parts) != nfields:
                 guard.reject(split, "bad_row", where, f"expected {nfields} fields '{layout}', found {len(parts)}")
