@@ -151,8 +151,12 @@ def test_unmerged_export_is_a_base_plus_a_peft_adapter_that_reproduce_the_merged
     prompts, images = _prompts(run2, processor, num_image_tokens(json_config(merged)))
     expected = _plain({"dir": str(merged), "prompts": prompts, "images": images})
     assert _plain({"dir": str(base), "adapter": str(adapter), "prompts": prompts, "images": images}) == expected
-    # the base alone answers differently: the adapter matters (the comparison above can fail)
-    assert _plain({"dir": str(base), "prompts": prompts, "images": images}) != expected
+    # the adapter is not a no-op (so the comparison above can fail): its trained LoRA B matrices are non-zero.
+    # (Comparing the base's greedy tokens instead was not a test: the tiny model can repeat one token either way.)
+    from safetensors.torch import load_file
+
+    lora_b = [t for name, t in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in name]
+    assert lora_b and any(bool(t.abs().max() > 0) for t in lora_b)
 
     # vmed loads the export folder as its adapter over its own base, equal to the merged run
     ckpt = resolve_checkpoint(out)
