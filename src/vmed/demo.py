@@ -24,7 +24,7 @@ from typing import Any
 
 from vmed.config import TrainConfig, load_config
 
-__all__ = ["DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate"]
+__all__ = ["passive_omp_waiting", "DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate"]
 
 DEMO_PHANTOMS = {"n": 2400, "size": 64}
 """Phantom set of the demo (``vmed data phantom --n 2400``). 2,400 phantoms for 12 stage-3 epochs rather than
@@ -50,6 +50,23 @@ SUMMARY_METRICS = {
     "summary_bleu_4": "summary_bleu_4_corpus",
 }
 """Report key -> metrics.json key (written by ``vmed.evaluation.pipeline.score_file``, which names each rule)."""
+
+
+def passive_omp_waiting() -> bool:
+    """Make OpenMP's idle threads sleep instead of spin, if torch is not loaded yet; True if they will.
+
+    The tiny model's matrices are small, so torch's threads wait for each other between many short kernels. With
+    OpenMP's default (active) waiting, each waiting thread spins on a core: on the 2-core reference machine with one
+    core taken by other work, 60 stage-3 steps took 190 s with two threads against 77 s with one. With
+    ``OMP_WAIT_POLICY=PASSIVE`` the same two threads took 23 s beside that load, and on an idle machine two threads
+    ran 1.5x faster than one (``benchmarks/demo_threads.py``). libgomp reads the variable once, when torch loads it,
+    so this works only before the first ``import torch``; a user's own ``OMP_WAIT_POLICY`` is kept.
+    """
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
 def stage_yaml(stage: int) -> Path:
@@ -204,16 +221,15 @@ def _print_scores(scores: dict[str, Any]) -> None:
 
 def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Run the demo into ``output``; print progress and results; return the report (also in demo_report.json)."""
+    passive = passive_omp_waiting()  # before anything loads torch
     from vmed.data.phantom import generate_phantoms
     from vmed.training.export import export_run
     from vmed.training.stages import run_stage
 
     import torch
 
-    if "OMP_NUM_THREADS" not in os.environ:
-        # The tiny model's matrices are small: on the 2-core reference machine, shared with other work, one thread ran
-        # the training steps about 5x faster than two (measured side by side); OMP_NUM_THREADS overrides this.
-        torch.set_num_threads(1)
+    if "OMP_NUM_THREADS" not in os.environ and not passive:
+        torch.set_num_threads(1)  # see passive_omp_waiting: spinning threads beside other work collapse to ~1/7 speed
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
