@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, required=True, help="a model folder or run (e.g. demo_output/model)")
     parser.add_argument("--phantoms", type=Path, required=True, help="the demo's phantom folder (test.jsonl, images/)")
     parser.add_argument("--turns", type=int, default=4, help="how many of the record's questions to ask before the summary")
+    parser.add_argument("--served-name", default="vmed-demo", help="the model name the pages show")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     args = parser.parse_args()
     try:
@@ -101,7 +102,7 @@ def main() -> int:
     questions = [q for q, _ in qa] + [SUMMARY_PROMPT]
     gold = [a for _, a in qa] + [summary]
     engine = Engine.from_pretrained(args.model)
-    with serve_in_thread(create_app(engine, model_name=args.model.name)) as url:
+    with serve_in_thread(create_app(engine, model_name=args.served_name)) as url:
         shots = {"web": web(url, image, questions, args.docs / "screenshot-web.png", sync_api)}
         try:
             shots["gradio"] = gradio(url, image, questions, args.docs / "screenshot-gradio.png", sync_api)
