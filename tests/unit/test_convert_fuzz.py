@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from _fixtures_data import make_image
-from _fuzz_convert import CASES, MUTATIONS, SPECIAL, copy_case
+from _fuzz_convert import CASES, MARK, MUTATIONS, copy_case
 
 from vmed.cli import main
 
@@ -124,8 +124,9 @@ def test_bad_rows_are_counted_and_every_valid_row_is_kept(name, clean, tmp_path,
         assert skipped == skipped0 + injected.bad, (name, seed, reasons, reasons0, injected)
         assert set(reasons - reasons0) <= MALFORMED, reasons
         _check_accounted(case, report, work / "out")
-        odd = [t for t in _texts(work / "out") if "ODD" in t]
-        assert len(odd) == injected.odd
+        texts = _texts(work / "out")
+        assert len([t for t in texts if "ODD" in t]) == injected.odd
+        assert sum(t.count(MARK) for t in texts) == injected.special  # special tokens came through as text
         images = work / "out" / "images"
         assert all(p.resolve().is_relative_to(images.resolve()) for p in images.rglob("*"))
 
