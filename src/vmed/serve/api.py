@@ -306,9 +306,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         # A union field (content: str | list of parts) reports one error per branch: name the most specific one.
         first = max(errors, key=lambda e: (e.get("type") == "value_error", len(e.get("loc", ())))) if errors else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":  # the location is a character offset, not a field
-            ctx = first.get("ctx") or {}
+            ctx = first.get("ctx")
+            reason = ctx.get("error", "decode error") if isinstance(ctx, dict) else "decode error"
             at = first["loc"][-1] if len(first.get("loc", ())) > 1 else "?"
-            return _openai_error(400, f"the body is not valid JSON (at character {at}: {ctx.get('error', 'decode error')}); "
+            return _openai_error(400, f"the body is not valid JSON (at character {at}: {reason}); "
                                  "send one JSON object", param="body", code="invalid_json")
         param = _validation_param(tuple(first.get("loc", ())))
         message = f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}"
