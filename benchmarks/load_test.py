@@ -13,6 +13,13 @@ the server does not answer a valid request at the end.
 
     python benchmarks/load_test.py                  # 30 s, 8 clients, tiny model
     python benchmarks/load_test.py --seconds 10 --model runs/demo/model
+    python benchmarks/load_test.py --hostile --seconds 40 --clients 4 --hostile-clients 4
+
+``--hostile`` runs two phases of ``--seconds`` each against the same server, side by side: the valid clients
+alone, then the same valid clients with ``--hostile-clients`` threads sending hostile requests (see
+``benchmarks/hostile_load.py``: slow-loris senders at 1 byte/s in the headers or the body, half-sent bodies,
+oversized bodies, garbage JSON, bad images, and the API fuzz requests of ``tests/unit/_fuzz_api.py``). It prints
+requests by status code per kind, valid-request latency p50/p95 per phase, any 5xx, and the server's RSS.
 """
 
 from __future__ import annotations
@@ -246,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bad-every", type=int, default=3, help="every n-th request of a client is a bad one")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--max-body-mb", type=float, default=2.0)
+    parser.add_argument("--hostile", action="store_true", help="two phases: valid clients alone, then with hostile clients")
+    parser.add_argument("--hostile-clients", type=int, default=4)
+    parser.add_argument("--timeouts", type=float, default=3.0, help="--hostile: the server's --header-timeout and --body-timeout")
+    parser.add_argument("--quick", action="store_true", help="short settings (benchmarks/run_all.sh): 5 s, 4 clients")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.clients = min(args.seconds, 5.0), min(args.clients, 4)
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -259,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         base_url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "vmed", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
                "--max-body-mb", str(args.max_body_mb), "--max-concurrent", str(2 * args.clients), "--log-level", "warning"]
+        if args.hostile:
+            cmd[cmd.index("--max-concurrent") + 1] = str(args.clients + args.hostile_clients)
+            cmd += ["--header-timeout", str(args.timeouts), "--body-timeout", str(args.timeouts)]
         server = subprocess.Popen(cmd)
         try:
             deadline = time.monotonic() + 180
@@ -274,6 +290,17 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
             valid_request_ok(base_url)  # warm-up, so RSS "before" includes the first generation's allocations
             rss_before = _rss(server.pid)
+            if args.hostile:
+                from hostile_load import run_phases
+
+                print(f"hostile load: {args.clients} valid clients, then the same plus {args.hostile_clients} hostile clients, "
+                      f"{args.seconds:g} s each, against {base_url} (model {model}; --header-timeout/--body-timeout {args.timeouts:g} s)")
+                ok = run_phases(base_url, seconds=args.seconds, clients=args.clients, hostile_clients=args.hostile_clients,
+                                max_tokens=args.max_tokens, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                                rss=lambda: _rss(server.pid), rss_before=rss_before)
+                final_ok = valid_request_ok(base_url)
+                print(f"valid request after the run: {'ok' if final_ok else 'FAILED'}")
+                return 0 if ok and final_ok else 1
             print(f"load: {args.clients} clients for {args.seconds:g} s against {base_url} (model {model})")
             report = run_load(base_url, seconds=args.seconds, clients=args.clients, bad_every=args.bad_every,
                               max_tokens=args.max_tokens, max_body_bytes=int(args.max_body_mb * 1024 * 1024))

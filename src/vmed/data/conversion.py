@@ -240,7 +240,7 @@ class ConvertReport:
         return out
 
 
-_MALFORMED = ("bad_row", "bad_json", "not_utf8", "image_path_unsafe")
+_MALFORMED = ("bad_row", "bad_record", "bad_json", "not_utf8", "image_path_unsafe", "unreadable_row_group")
 """Skip reasons whose first example the CLI prints, so that a user can find and fix the input."""
 
 

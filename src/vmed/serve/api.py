@@ -176,7 +176,8 @@ def prepare_request(engine: AnswerEngine, limits: ServeLimits, fetcher: ImageFet
 
 
 def _context_error(e: ContextLengthExceeded) -> ApiError:
-    param = "messages" if e.max_new_tokens is None else "max_tokens"
+    # the prompt alone fills the context: the messages are at fault, whatever max_tokens says
+    param = "messages" if e.max_new_tokens is None or e.prompt_tokens >= e.context_length else "max_tokens"
     return ApiError(400, str(e), param=param, code="context_length_exceeded")
 
 
@@ -263,6 +264,17 @@ def _safe_traceback(exc: BaseException) -> str:
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "body_too_large"}
 
 
+_BODY_PARSE_DETAIL = "There was an error parsing the body"
+"""FastAPI's 400 for a body it could not decode at all (not UTF-8, say), before any field is read."""
+
+
+def _http_api_error(exc: StarletteHTTPException) -> ApiError:
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_DETAIL:
+        return ApiError(400, "the body is not valid JSON (it does not decode as UTF-8 text); send one JSON object",
+                        param="body", code="invalid_json")
+    return ApiError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+
+
 def _as_api_error(exc: Exception) -> ApiError:
     """Any failure while serving a request as the error to send: input errors 4xx, anything else a logged 500.
 
@@ -272,7 +284,7 @@ def _as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, StarletteHTTPException):
-        return ApiError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+        return _http_api_error(exc)
     if isinstance(exc, ContextLengthExceeded):
         return _context_error(exc)
     if isinstance(exc, UserInputError):
@@ -293,6 +305,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         # A union field (content: str | list of parts) reports one error per branch: name the most specific one.
         first = max(errors, key=lambda e: (e.get("type") == "value_error", len(e.get("loc", ())))) if errors else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # the location is a character offset, not a field
+            ctx = first.get("ctx")
+            reason = ctx.get("error", "decode error") if isinstance(ctx, dict) else "decode error"
+            at = first["loc"][-1] if len(first.get("loc", ())) > 1 else "?"
+            return _openai_error(400, f"the body is not valid JSON (at character {at}: {reason}); "
+                                 "send one JSON object", param="body", code="invalid_json")
         param = _validation_param(tuple(first.get("loc", ())))
         message = f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:
@@ -301,7 +319,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _openai_error(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+        error = _http_api_error(exc)
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -48,16 +48,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self._path}: refused to load: the pickle uses persistent ids. Nothing was executed.")
 
 
-def _check_plain(obj: Any, path: Path, depth: int = 0) -> None:
-    if depth > 3 or not isinstance(obj, _PLAIN):
-        raise UnsafePickleError(f"{path}: refused: found a {type(obj).__name__}; expected lists and dicts of strings")
-    if isinstance(obj, list):
-        for x in obj:
-            _check_plain(x, path, depth + 1)
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_plain(k, path, depth + 1)
-            _check_plain(v, path, depth + 1)
+def _check_plain(obj: Any, path: Path) -> None:
+    """Refuse anything but plain lists, dicts, strings, numbers and None, at any depth (iteratively: a row
+    nested thousands of levels deep is data, rejected later as a bad row, not a crash or a refused file)."""
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if not isinstance(x, _PLAIN):
+            raise UnsafePickleError(f"{path}: refused: found a {type(x).__name__}; expected lists and dicts of strings")
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
 
 
 def safe_load_pickle(path: Path) -> Any:
@@ -111,8 +114,10 @@ class PathVqaConverter:
                     continue
                 tally.saw(split)
                 name = image if Path(image).suffix else f"{image}.jpg"
+                key = f"{folder}/{name}"
+                # the path is the key under images/, so that an absolute name cannot point the row elsewhere
                 yield QARow.from_raw(
-                    split, f"{folder}/{name}", root / "images" / folder / name, row["question"], row["answer"],
+                    split, key, Path(root, "images", *key.split("/")), row["question"], row["answer"],
                     qid=i,
                     where=f"{file}, row {i}",
                 )
