@@ -200,8 +200,10 @@ EQUIVALENT_WORDS = {
     "gray": ("gray", "grey"),
     "centr": ("center", "centre", "central"),
     "more": ("more", "most"),
+    "given": ("given", "received", "receive", "receives", "administered"),    # "IV contrast was given" = "... received"
     "": ("represent", "represents", "indicate", "indicates", "indicated", "indicative", "suggest", "suggests",
-         "suggestive", "depict", "depicts", "size", "patient", "patients", "s", "side", "sided", "also"),
+         "suggestive", "depict", "depicts", "size", "patient", "patients", "s", "side", "sided", "also",
+         "composition", "composed", "made", "primarily", "mainly", "mostly"),  # "the composition of the mass is fat"
 }
 _EQUIVALENT = {w: stem for stem, words in EQUIVALENT_WORDS.items() for w in words}
 
