@@ -24,6 +24,7 @@ from vmed.data.summaries import (
     statement,
     template_summary,
 )
+from vmed.data.summary_words import fix_typos
 from vmed.errors import UserInputError
 
 
@@ -164,11 +165,13 @@ def _words(text):
 
 GLUE = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted", "with",
         "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw",
-        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a", "visible", "abnormality"}
+        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a", "visible", "abnormality", "both", "at"}
 
 
 def _extra_words(d):
-    source = _words(" ".join(f"{t.question} {t.answer}" for t in d.turns).lower().replace("xray", "x ray").replace("cxr", "cxr chest x ray"))  # CXR = chest X-ray
+    """Words of the summary that neither the dialogue (its known typos corrected: ``summary_words.TYPOS``) nor the
+    template's fixed words (GLUE) contain."""
+    source = _words(fix_typos(" ".join(f"{t.question} {t.answer}" for t in d.turns)).lower().replace("xray", "x ray").replace("cxr", "cxr chest x ray"))  # CXR = chest X-ray
     return {w for w in _words(d.summary) - source - GLUE if not any(w.startswith(s) for s in source)}
 
 

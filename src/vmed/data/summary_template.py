@@ -352,6 +352,7 @@ _OVERVIEW_Q = re.compile(r"\b(modality|plane|organ system|which organ|what organ
                          r"type of imag|kind of imag|imaging technique|how was this|type of mri|weighting|sequence|taken with|"
                          r"view|where does the (?:image|picture)|what (?:image|type of image) is|imaging method|contrast)", re.I)
 _IMAGE_WORDS = re.compile(r"\b(?:this|the) (?:image|picture)|\bimage's\b", re.I)
+_SPECIAL = re.compile(r"<\|[^|>]*\|>|<image>", re.I)
 _QUESTION_LEFT = re.compile(r"\b(?:what|which|where|how|who|why|when|whose|is/are)\b|[?/]", re.I)
 _DANGLING = re.compile(r"\b(?:in|on|of|to|with|by|for|at|from|and|or|the|a|an|as|than|into|is|are|does)$", re.I)
 _BROKEN = re.compile(r"\b(is|are|was|were|does|do) (?:is|are|was|were|does|do)\b|\bin the (?:top|bottom)\b|"
@@ -396,8 +397,8 @@ def read_turn(turn: Turn) -> tuple[list[Fact], str | None]:
     q = _clean(turn.question)
     a = fix_typos(turn.answer.strip().rstrip("."))
     al = a.lower()
-    if not re.search(r"\w", q) or not re.search(r"\w", a):
-        return [], "unbuildable"
+    if not re.search(r"\w", q) or not re.search(r"\w", a) or _SPECIAL.search(f"{q} {a}"):
+        return [], "unbuildable"  # nothing to say, or a chat-template token ("<image>", "<|eot_id|>") a note must not carry
     yes_no = al in ("yes", "no")
     if not yes_no and re.search(r"\bor\b", q, re.I) and al in q.lower() and set(overview_terms(a) or ()) - {"region"}:
         return [], "overview"  # "Is this an MRI or a CT scan?" MRI: the lead states it
@@ -484,6 +485,8 @@ def _open_facts(q: str, a: str) -> list[Fact] | None:
             # an adjective: "What is abnormal about the pancreas?" enlarged
             return [Fact("clause", f"{phrase_lower(about.group(1))} {be_for(about.group(1))} {al}")] if about else []
         items = answer_items(a)
+        both = answer_phrase(a, article=False) if items and len(items) == 2 else None
+        items = [both] if both and both.startswith("both ") else items  # "Left Lung, Right": both lungs, one phrase
         return [Fact("present", x) for x in items] if items else []  # "Brain Edema, Brain Tumor": two findings
     m = _TYPE_Q.match(q)
     if m:
