@@ -357,7 +357,7 @@ _QUESTION_LEFT = re.compile(r"\b(?:what|which|where|how|who|why|when|whose|is/ar
 _DANGLING = re.compile(r"\b(?:in|on|of|to|with|by|for|at|from|and|or|the|a|an|as|than|into|is|are|does)$", re.I)
 _BROKEN = re.compile(r"\b(is|are|was|were|does|do) (?:is|are|was|were|does|do)\b|\bin the (?:top|bottom)\b|"
                      r", (?:left|right|upper|lower|top|bottom)\b|;|\(s\)|"
-                     r"\band (?:is|are|was|were|does|do|can) (?:it|they|there|the|this|these)\b", re.I)
+                     r"\band (?:is|are|was|were|does|do|can) (?:it|they|there|the|this|these)\b|\w this (?:is|are)\b", re.I)
 
 
 def confident(text: str) -> bool:
@@ -405,7 +405,7 @@ def read_turn(turn: Turn) -> tuple[list[Fact], str | None]:
     choice = None if yes_no or mentions_overview(a) or not re.match(r"(?i)^(?:is|are|was|were|does|do)\b", q) else _resolve_choice(q, a)
     if choice is not None:  # "Is this image normal or abnormal?" Abnormal -> "Is this image abnormal?" yes
         q, a, al, yes_no = choice, "yes", "yes", True
-    m = re.match(r"(?i)^(?:do|can|could) (?:we|you) see (.+)$", q) if yes_no else None
+    m = re.match(r"(?i)^(?:do|can|could) (?:we|you) see (?!(?:all|both|each|every)\b)(.+)$", q) if yes_no else None
     if m:  # "Do we see diffuse cerebral edema in this MRI?" no: a presence question
         return [_presence(m.group(1), al == "yes")], None
     if not yes_no and _OVERVIEW_Q.search(q) and not _NOT_OVERVIEW.search(q):

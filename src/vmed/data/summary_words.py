@@ -200,6 +200,10 @@ EQUIVALENT_WORDS = {
     "gray": ("gray", "grey"),
     "centr": ("center", "centre", "central"),
     "more": ("more", "most"),
+    "fract": ("broken", "break", "breaks", "fractured", "fracture", "fractures"),
+    **{f"{n}{suffix}": (word,) for n, suffix, word in ((1, "st", "first"), (2, "nd", "second"), (3, "rd", "third"), (4, "th", "fourth"),
+                                                      (5, "th", "fifth"), (6, "th", "sixth"), (7, "th", "seventh"), (8, "th", "eighth"),
+                                                      (9, "th", "ninth"), (10, "th", "tenth"), (11, "th", "eleventh"), (12, "th", "twelfth"))},
     "given": ("given", "received", "receive", "receives", "administered"),    # "IV contrast was given" = "... received"
     "": ("represent", "represents", "indicate", "indicates", "indicated", "indicative", "suggest", "suggests",
          "suggestive", "depict", "depicts", "size", "patient", "patients", "s", "side", "sided", "also",
