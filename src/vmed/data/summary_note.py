@@ -48,7 +48,7 @@ def _key(f: Fact) -> str:
     return f"there is {f.text} {f.where}" if f.kind == "present" else f.text
 
 
-_LINK = re.compile(r"^(?P<subject>.+?) (?:is|are|was|were|represents?|indicates?|suggests?|shows?|depicts?)"
+_LINK = re.compile(r"^(?P<subject>.+?) (?:is|are|was|were|represents?|indicates?|suggests?|shows?|depicts?|can be (?:observed|seen))"
                    r"(?: not)?(?: (?:indicative|suggestive|consistent) (?:of|with))? (?P<complement>.+)$", re.I)
 
 

@@ -181,7 +181,9 @@ _SYNONYMS = {"healt": "norma", "abnor": "norma", "unhea": "norma",
 # represent infarct" and "the hyperdensities are indicative of infarct", compare equal. Each row is a plain synonym
 # (or a verb that only links subject and complement), never a finding for another finding.
 EQUIVALENT_WORDS = {
-    "enlar": ("distended", "distension", "distention"),                      # size: folded with larger/enlarged above
+    "enlar": ("distended", "distension", "distention", "increased"),         # size: folded with larger/enlarged above
+    "air": ("air", "gas"),
+    "liver": ("liver", "hepatic"), "kidne": ("kidney", "kidneys", "renal"), "heart": ("heart", "cardiac"),
     "brigh": ("white", "bright", "brighter", "hyperdense", "hyperdensity", "hyperdensities", "hyperintense",
               "hyperintensity", "hyperintensities", "hyperattenuating", "hyperattenuated", "hyperattenuation",
               "radiopaque", "radioopaque"),                                    # bright on the image, whatever the modality
