@@ -183,6 +183,8 @@ _SYNONYMS = {"healt": "norma", "abnor": "norma", "unhea": "norma",
 EQUIVALENT_WORDS = {
     "enlar": ("distended", "distension", "distention", "increased"),         # size: folded with larger/enlarged above
     "air": ("air", "gas"),
+    "elev": ("elevated", "elevation", "raised", "higher"),                   # "hemidiaphragm elevation" = "... is higher"
+    "defin": ("defined", "well-defined", "circumscribed", "well-circumscribed"),
     "liver": ("liver", "hepatic"), "kidne": ("kidney", "kidneys", "renal"), "heart": ("heart", "cardiac"),
     "brigh": ("white", "bright", "brighter", "hyperdense", "hyperdensity", "hyperdensities", "hyperintense",
               "hyperintensity", "hyperintensities", "hyperattenuating", "hyperattenuated", "hyperattenuation",
