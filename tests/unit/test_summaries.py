@@ -420,7 +420,7 @@ def test_audit_checker(text, issues):
     assert summary_issues(text) == issues
 
 
-def test_real_vqa_rad_and_slake_audit_figures(tmp_path):
+def test_real_vqa_rad_audit_figures(tmp_path):
     """The documented figures (docs/data-formats.md): at most 5 % of summaries flagged by the repeat checker, no
     fragment, at most 3 % empty."""
     if not REAL_VQA_RAD.is_dir():

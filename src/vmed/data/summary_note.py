@@ -195,7 +195,7 @@ def _shared_predicates(texts: list[str]) -> list[str]:
     groups: dict[str, list[tuple[str, str | None]]] = {}  # predicate key -> (statement, subject)
     for t in texts:
         m = _PREDICATE.match(t)
-        if m and " and " not in m.group("subject"):
+        if m and " and " not in m.group("subject") and m.group("subject").lower() not in ("there", "it", "this"):
             groups.setdefault(f"{_PLURAL_VERB[m.group('verb')]}{m.group('rest')}".lower(), []).append((t, m.group("subject")))
         else:
             groups.setdefault(t, []).append((t, None))
