@@ -58,21 +58,11 @@ def _convert(folder: Path) -> str:
     """Fill ``folder`` (a config's data folder) as a user would: real VQA-RAD where present, else phantoms."""
     if folder.name == "vqa-rad" and VQA_RAD.is_dir():
         assert main(["data", "convert", "--format", "vqa-rad", "--input", str(VQA_RAD), "--output", str(folder)]) == 0
-        _carve_validation_until_the_converter_writes_it(folder)
+        # the converter carves validation.jsonl from train (by image, seeded); no test-side carving, so a missing split fails
+        assert (folder / "validation.jsonl").is_file(), "vmed data convert --format vqa-rad wrote no validation.jsonl"
         return "real VQA-RAD"
     assert main(["data", "phantom", "--output", str(folder), "--n", "40", "--seed", "0", "--size", "32"]) == 0
     return "phantoms"
-
-
-def _carve_validation_until_the_converter_writes_it(folder: Path) -> None:
-    """TEMPORARY (issue 10 §4): the VQA-RAD converter is gaining a seeded, image-disjoint validation split carved
-    from train; until it writes ``validation.jsonl`` the test carves one the same way (every 10th train image).
-    Remove this function once the converter writes the file, so that a missing split fails the test again."""
-    if (folder / "validation.jsonl").is_file():
-        return
-    lines = (folder / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    (folder / "validation.jsonl").write_text("".join(line + "\n" for line in lines[::10]), encoding="utf-8")
-    (folder / "train.jsonl").write_text("".join(line + "\n" for i, line in enumerate(lines) if i % 10), encoding="utf-8")
 
 
 @pytest.mark.parametrize("recipe", sorted(_recipes()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -23,6 +24,8 @@ from vmed.data.summaries import (
     statement,
     template_summary,
 )
+from vmed.data.summary_audit import summary_audit, summary_issues
+from vmed.data.summary_words import fix_typos
 from vmed.errors import UserInputError
 
 
@@ -149,8 +152,8 @@ def test_template_patterns(turns, expected):
 def test_template_caps_findings_and_words_and_drops_paraphrases():
     organs = ["liver", "spleen", "kidney", "heart", "aorta", "bladder"]
     turns = [Turn(f"Is the {o} enlarged?", "yes") for o in organs]
-    text = template_summary(turns, max_findings=3)
-    assert text.count(";") == 2
+    text = template_summary(turns, max_findings=3)  # three statements kept; the same predicate is said once
+    assert text == "The liver, the spleen and the kidney are enlarged."
     turns = [Turn("Is there evidence of free fluid in the pelvis?", "yes"), Turn("Is there free fluid in the pelvis?", "yes")]
     assert template_summary(turns) == "There is evidence of free fluid in the pelvis."
     assert cap_words("one two three four five.", 3) == "one two three."
@@ -163,11 +166,13 @@ def _words(text):
 
 GLUE = {"of", "the", "image", "there", "is", "are", "was", "were", "no", "not", "in", "on", "weighted", "counted", "with",
         "contrast", "has", "does", "do", "mri", "diffusion", "map", "without", "findings", "include", "pa", "ap", "had", "saw",
-        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a", "visible", "abnormality"}
+        "lay", "took", "went", "none", "nothing", "something", "seen", "or", "and", "a", "visible", "abnormality", "both", "at"}
 
 
 def _extra_words(d):
-    source = _words(" ".join(f"{t.question} {t.answer}" for t in d.turns).lower().replace("xray", "x ray").replace("cxr", "cxr chest x ray"))  # CXR = chest X-ray
+    """Words of the summary that neither the dialogue (its known typos corrected: ``summary_words.TYPOS``) nor the
+    template's fixed words (GLUE) contain."""
+    source = _words(fix_typos(" ".join(f"{t.question} {t.answer}" for t in d.turns)).lower().replace("xray", "x ray").replace("cxr", "cxr chest x ray"))  # CXR = chest X-ray
     return {w for w in _words(d.summary) - source - GLUE if not any(w.startswith(s) for s in source)}
 
 
@@ -179,7 +184,8 @@ def test_template_uses_only_words_from_the_dialogue(tmp_path):
             assert not _extra_words(d), (d.summary, _extra_words(d))
 
 
-REAL_VQA_RAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "vqa-rad"
+REAL_DATA = Path(os.environ.get("VMED_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+REAL_VQA_RAD = REAL_DATA / "vqa-rad"
 BAD = {
     "plural verb after a singular finding": re.compile(r"\b(?:cardiomegaly|effusion|pneumothorax|edema) are included in\b", re.I),
     "'are included in' slotted from the question": re.compile(r" are included in\b", re.I),
@@ -353,3 +359,77 @@ def test_llm_through_a_local_hf_causal_lm(tmp_path):
     stats = s.stats()
     assert stats["llm"] + stats["fallbacks"] + stats.get("guard_replaced", 0) == 1
     assert 1 <= len(text.split()) <= 8 or stats["fallbacks"] + stats.get("guard_replaced", 0) == 1
+
+
+# --- content equivalence: the same statement is said once (issue 10) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "turns, expected",
+    [
+        pytest.param([T("Is the heart larger than normal?", "no"), T("Is the heart enlarged?", "No")],
+                     "The heart is not larger than normal.", id="larger-than-normal-is-enlarged"),
+        pytest.param([T("What are the hyperintensities surrounding the aorta?", "calcified atherosclerosis"),
+                      T("What are the hyperdense lesions noted at the edges of the aorta?", "calcified atherosclerosis")],
+                     "The hyperdense lesions noted at the edges of the aorta are calcified atherosclerosis.",
+                     id="same-complement-paraphrased-subject"),
+        pytest.param([T("Does the gallbladder appear distended?", "yes"), T("Is the gallbladder enlarged?", "yes")],
+                     "The gallbladder appears distended.", id="synonym-table-distended-enlarged"),
+        pytest.param([T("What are the hyperdensities indicative of?", "infarct"), T("What do the hyperdensities represent?", "infarct")],
+                     "The hyperdensities are indicative of infarct.", id="linking-verbs-represent-indicative"),
+        pytest.param([T("Was IV contrast given to the patient?", "yes"), T("Did this patient receive IV contrast?", "yes")],
+                     "IV contrast was given to the patient.", id="given-received"),
+        pytest.param([T("Where is the mass?", "Right lung"), T("Is the lung abnormal?", "yes"), T("Where is the abnormality?", "Right lung")],
+                     "The mass is in the right lung.", id="abnormality-here-implied-by-the-finding-there"),
+        pytest.param([T("Is there a pulmonary mass?", "yes"), T("Where is the mass?", "Left lung")],
+                     "The mass is in the left lung.", id="finding-present-said-by-its-location"),
+        pytest.param([T("Does the liver look normal?", "yes"), T("Does the spleen look normal?", "yes")],
+                     "The liver and the spleen look normal.", id="one-predicate-for-two-subjects"),
+        pytest.param([T("Is the left kidney enlarged?", "yes"), T("Is the right kidney enlarged?", "no")],
+                     "The left kidney is enlarged; the right kidney is not enlarged.", id="sides-and-polarity-never-merge"),
+        pytest.param([T("Is the fat surrounding the pancreas normal?", "no")], "The fat surrounding the pancreas is not normal.",
+                     id="adjective-after-a-phrase-in-the-subject"),
+        pytest.param([T("Does this patient have pneumomediastinum?", "No")], "No pneumomediastinum is seen.", id="patient-has"),
+        pytest.param([T("Is this an MRI or a CT scan?", "MRI")], "MRI.", id="modality-picked-from-two"),
+        pytest.param([T("Is this a contrast enhanced image?", "Yes")], "Image (with contrast).", id="contrast-only-lead"),
+        pytest.param([T("Is the celiac trunk able to be visualized and is it open?", "yes")], "", id="two-questions-in-one-left-out"),
+        pytest.param([T("What is the abnormality?", "<|eot_id|>"), T("Is there <image> a mass?", "yes")], "",
+                     id="chat-template-tokens-left-out"),
+    ],
+)
+def test_template_says_each_thing_once(turns, expected):
+    text = template_summary(turns)
+    assert text == expected
+    if text:
+        assert not _extra_words(Dialogue(id="d", image=None, turns=turns, summary=text))
+
+
+@pytest.mark.parametrize(
+    "text, issues",
+    [
+        ("The heart is not larger than normal; the heart size is not larger than normal.", ["repeated"]),
+        ("MRI of the head. This image is taken via MRI.", ["repeated", "fragment"]),
+        ("Mass is seen in the lower left lung; mass can not be observed on the lower right lung.", []),  # sides, polarity
+        ("The left lung is black; the right lung is black.", []),
+        ("There is no fracture; there is a fracture.", []),  # opposite polarity: a contradiction, not a repeat
+        ("The picture contains liver.", ["fragment"]),
+        ("The abnormality is in the left lung, right.", ["fragment"]),
+    ],
+)
+def test_audit_checker(text, issues):
+    assert summary_issues(text) == issues
+
+
+def test_real_vqa_rad_audit_figures(tmp_path):
+    """The documented figures (docs/data-formats.md): at most 5 % of summaries flagged by the repeat checker, no
+    fragment, at most 3 % empty."""
+    if not REAL_VQA_RAD.is_dir():
+        pytest.skip(f"real VQA-RAD not found at {REAL_VQA_RAD}")
+    convert("vqa-rad", REAL_VQA_RAD, tmp_path / "vqa", options=None, progress=False)
+    records = [d for s in ("train", "validation", "test") for d in read_jsonl(tmp_path / "vqa" / f"{s}.jsonl")]
+    audit = summary_audit(records)
+    rows = [r for k, r in audit.items() if k.endswith("/template")]
+    assert sum(r["summaries"] for r in rows) + sum(r.get("records_without_summary", 0) for r in audit.values()) == 516
+    assert sum(r["summaries_with_fragments"] for r in rows) == 0
+    assert sum(r["summaries_with_repeats"] for r in rows) <= 516 // 20
+    assert sum(not d.summary for d in records) <= 516 * 3 // 100

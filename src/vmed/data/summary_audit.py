@@ -9,8 +9,11 @@ a turn counts as stated when at least half of its content stems (the answer's, o
 
 ``summary_issues(text)`` is a deliberately simple checker, independent of the rules that wrote the text:
 
-- ``repeated``: two statements (split at ``.`` and ``;``) share at least two content stems and 60 % of the shorter one's
-  (5-letter prefixes, stop words out), or one modality/plane word occurs in two statements;
+- ``repeated``: two statements (split at ``.`` and ``;``) with the same polarity (a negation word in both or in neither)
+  and the same sides (``left``/``right``) share at least two content stems and 60 % of the shorter one's (5-letter
+  prefixes, stop words out), or one modality/plane word occurs in two statements. Statements of opposite polarity or
+  about different sides ("mass is seen in the lower left lung"; "mass can not be observed on the lower right lung")
+  cannot say the same thing;
 - ``fragment``: a statement keeps a question stem (``the picture``, ``this image``, ``is there``, ``shows in``,
   a wh-word, ``is/are``, ``?``), ends on a preposition/article/conjunction, or keeps a raw list tail (``, right``).
 """
@@ -33,6 +36,7 @@ _STOP = {"the", "a", "an", "is", "are", "was", "were", "there", "of", "in", "on"
 _FRAGMENT = re.compile(r"\b(?:the picture|this picture|the image|this image|is there|are there|shows? in|what|which|where|"
                        r"how|who|why|whose)\b|\bis/are\b|\?|\b(?:in|on|of|to|with|by|for|at|from|the|a|an|and|or)$|"
                        r", (?:left|right|upper|lower|top|bottom)\b", re.I)
+_NEGATION = {"no", "not", "none", "nothing", "without", "cannot", "never"}
 _OVERVIEW_WORDS = {w for w in set(MODALITIES) | set(PLANES) if len(w) > 2} | {"x-ray", "xray"}
 
 
@@ -49,12 +53,16 @@ def summary_issues(text: str) -> list[str]:
     parts = _statements(text)
     issues = []
     sets = [_content(p) for p in parts]
-    words = [set(re.findall(r"[a-z0-9-]+", p.lower())) & _OVERVIEW_WORDS for p in parts]
+    tokens = [set(re.findall(r"[a-z0-9-]+", p.lower())) for p in parts]
+    words = [t & _OVERVIEW_WORDS for t in tokens]
+    polarity = [bool(t & _NEGATION) for t in tokens]
+    sides = [t & {"left", "right"} for t in tokens]
     for i in range(len(parts)):
         for j in range(i + 1, len(parts)):
             small = min(len(sets[i]), len(sets[j]))
             shared = len(sets[i] & sets[j])
-            if (shared >= 2 and shared / small >= 0.6) or words[i] & words[j]:
+            comparable = polarity[i] == polarity[j] and sides[i] == sides[j]
+            if (comparable and shared >= 2 and shared / small >= 0.6) or words[i] & words[j]:
                 issues.append("repeated")
                 break
         if issues:

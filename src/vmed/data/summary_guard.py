@@ -2,8 +2,9 @@
 
 ``check_summary(text, turns)`` returns None for a summary the dialogue supports, else the reason:
 
-- ``polarity_flip``: a closed answer's fact (``summary_template.read_turn``: "Is there a pneumothorax?" no) appears in
-  the summary with the opposite polarity ("There is a pneumothorax") and nowhere with the right one;
+- ``polarity_flip``: a closed answer's fact (``summary_template.read_turn``: "Is there a pleural effusion?" no) appears in
+  the summary, whole or by its head noun ("There is a pleural effusion", "Effusion is present"), with the opposite
+  polarity and nowhere with the right one;
 - ``unsupported``: a content word of the summary (four letters or more) that no question or answer contains (prefix
   match on five letters) and that is not a stock word of a note ("shows", "demonstrates", "patient", ...). A finding the
   dialogue does not contain is such a word; so is a random model's garbage.
@@ -37,8 +38,18 @@ def _dialogue_stems(turns: Sequence[Turn]) -> set[str]:
     return {w[:5] for t in turns for w in re.findall(r"[a-z0-9]+", f"{t.question} {t.answer}".lower().replace("x-ray", "xray"))}
 
 
+def _head(text: str) -> frozenset:
+    """The stem of a noun phrase's last content word ("pleural effusion" -> {"effus"}); empty if none."""
+    for w in reversed(re.findall(r"[a-z0-9]+", text.lower())):
+        s = stems(w)[0]
+        if s:
+            return s
+    return frozenset()
+
+
 def _flip(text: str, turns: Sequence[Turn]) -> bool:
-    parts = [stems(p) for p in re.split(r"(?<=[.;,])\s+|\s+but\s+", text) if p.strip()]
+    # statements: split at punctuation, "but", and before "no"/"without" ("an enlarged heart and no pleural effusion")
+    parts = [stems(p) for p in re.split(r"(?<=[.;,:])\s+|\s+but\s+|\s+(?=(?:no|without)\b)", text, flags=re.I) if p.strip()]
     for t in turns:
         if t.answer.strip().lower() not in ("yes", "no"):
             continue
@@ -47,7 +58,8 @@ def _flip(text: str, turns: Sequence[Turn]) -> bool:
             negative = negative or (f.kind == "clause" and f.negative)
             if not key:
                 continue
-            holding = [n for s, n in parts if key <= s]
+            head = _head(f.text)  # "Effusion is present" speaks of "no pleural effusion" too
+            holding = [n for s, n in parts if key <= s or (head and head <= s)]
             if holding and negative not in holding:
                 return True
     return False

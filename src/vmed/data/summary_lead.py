@@ -23,13 +23,14 @@ __all__ = ["Lead", "lead", "overview_terms", "mentions_overview"]
 
 _FILLER = {"this", "is", "was", "a", "an", "the", "image", "images", "scan", "study", "film", "view", "plane", "section", "cut",
            "taken", "via", "with", "using", "by", "in", "of", "on", "it", "done", "obtained", "shown", "picture", "slice",
-           "weighted", "imaging", "oriented", "above", "an", "type", "modality", "scanned", "shot", "from", "enhanced"}
+           "weighted", "imaging", "oriented", "above", "an", "type", "modality", "scanned", "shot", "from", "enhanced",
+           "showing", "shows", "show", "depicting", "depicts", "map"}
 _EXTRA_REGIONS = {"pelvic cavity", "abdomen", "chest", "head", "neck", "brain", "pelvis", "lung", "lungs", "spine",
                   "cerebellum", "lumbar spine", "cervical spine", "thoracic spine", "abdominal cavity"}
 _REGION_Q = re.compile(r"(part of the (?:human )?body|body part|organ system|which organ|what organ|main organ|region|area of the body|"
                        r"location of the body|what part|where does the (?:image|picture)|study of)")
 _MODALITY_Q = ("modality", "type of imag", "kind of imag", "type of scan", "imaging technique", "what type of image",
-               "how was this", "type of mri", "kind of mri", "taken with", "what image is", "image type")
+               "how was this", "type of mri", "kind of mri", "taken with", "what image is", "image type", "imaging method")
 
 
 def _tokens(text: str) -> list[str]:
@@ -99,6 +100,11 @@ def _yes_no_overview(q: str) -> dict[str, str] | None:
 def _open_overview(q: str, a: str, attrs: dict[str, str], region_rank: list[int]) -> bool:
     """Fill ``attrs`` from an open overview answer; True if the turn was an overview question it used."""
     al = a.lower().rstrip(".")
+    terms = overview_terms(a) if re.search(r"\bor\b", q) and al in q else None
+    if terms and set(terms) - {"region"}:  # "Is this an MRI or a CT scan?" MRI
+        for k, v in terms.items():
+            attrs.setdefault(k, v)
+        return True
     if any(k in q for k in _MODALITY_Q) or re.search(r"\b(weight|sequence|contrast)", q):
         terms = overview_terms(a)
         if terms is None:
@@ -161,7 +167,7 @@ def lead(turns: Sequence[Turn], overview: set[int]) -> Lead:
 def _text(attrs: dict[str, str]) -> str | None:
     modality, plane, region, detail = (attrs.get(k) for k in ("modality", "plane", "region", "detail"))
     if not (modality or plane or region):
-        return None
+        return f"Image ({detail})." if detail else None  # "Is this a contrast enhanced image?" yes
     head = " ".join(x for x in (plane, modality) if x) or "image"
     if not modality and plane:
         head += " image"

@@ -23,7 +23,7 @@ from typing import Sequence
 from vmed.data.schema import Turn
 from vmed.data.summary_lead import lead
 from vmed.data.summary_template import Fact, read_turn
-from vmed.data.summary_words import be_for, sentence_case, stems
+from vmed.data.summary_words import be_for, is_anatomy, sentence_case, stems
 
 __all__ = ["Plan", "plan", "DISPOSITIONS"]
 
@@ -48,14 +48,87 @@ def _key(f: Fact) -> str:
     return f"there is {f.text} {f.where}" if f.kind == "present" else f.text
 
 
-def _same(a: tuple[frozenset, bool], b: tuple[frozenset, bool]) -> bool:
+_LINK = re.compile(r"^(?P<subject>.+?) (?:is|are|was|were|represents?|indicates?|suggests?|shows?|depicts?|can be (?:observed|seen))"
+                   r"(?: not)?(?: (?:indicative|suggestive|consistent) (?:of|with))? (?P<complement>.+)$", re.I)
+
+
+def _parts(f: Fact) -> tuple[frozenset, frozenset] | None:
+    """(subject stems, complement stems) of a linking clause ("X is / represents Y"), None for other facts."""
+    m = _LINK.match(f.text) if f.kind == "clause" else None
+    return (stems(m.group("subject"))[0], stems(m.group("complement"))[0]) if m else None
+
+
+def _same(a: tuple[frozenset, bool], b: tuple[frozenset, bool], pa=None, pb=None) -> bool:
+    """Content equivalence (the rule, in order): same polarity; a finding present whose stems (no side) are a strict
+    subset of a linking clause's is said by it ("there is a pulmonary mass" by "the mass is in the right lung"); else
+    the same sides, and the content stems (synonyms folded, ``stems``) of one a subset of the other's or sharing more
+    than half of their union; or, two linking clauses ("X is / represents Y"), one complement the other's and the
+    subjects sharing at least half of the smaller one (with a complement of two stems or more; more than half for a
+    one-stem complement): "the hyperintensities surrounding the aorta are calcified atherosclerosis" = "the hyperdense
+    lesions at the edges of the aorta are calcified atherosclerosis"."""
     (sa, na), (sb, nb) = a, b
-    if na != nb or not sa or not sb or (sa & SIDE_WORDS_STEMS) != (sb & SIDE_WORDS_STEMS):
+    if na != nb or not sa or not sb:
         return False
-    return sa <= sb or sb <= sa or len(sa & sb) / len(sa | sb) > 0.5
+    (small, p_small), (large, p_large) = sorted(((sa, pa), (sb, pb)), key=lambda x: len(x[0]))
+    if not na and not small & SIDE_WORDS_STEMS and len(small) > 1 and small < large and p_small is None and p_large:
+        return True  # "there is a pulmonary mass" is said by "the mass is in the right lung"
+    if (sa & SIDE_WORDS_STEMS) != (sb & SIDE_WORDS_STEMS):
+        return False
+    if sa <= sb or sb <= sa or len(sa & sb) / len(sa | sb) > 0.5:
+        return True
+    if pa and pb and pa[1] and pb[1] and pa[0] and pb[0] and (pa[1] <= pb[1] or pb[1] <= pa[1]):
+        shared = len(pa[0] & pb[0]) / min(len(pa[0]), len(pb[0]))
+        return shared > 0.5 if pa[1] == pb[1] and len(pa[1]) < 2 else shared >= 0.5 and min(len(pa[1]), len(pb[1])) >= 2
+    return False
 
 
 SIDE_WORDS_STEMS = frozenset({"left", "right"})  # laterality: "left kidney" never paraphrases "right kidney"
+_ABNORMAL_IS = re.compile(r"^(?P<place>.+?) (?:is|are|looks?|appears?|(?:does|do) not (?:look|appear)|(?:is|are) not) "
+                          r"(?:abnormal|not normal|normal|not healthy|unhealthy|affected)$", re.I)
+_FINDING_AT = re.compile(r"^(?P<what>.+?) (?:is|are|can be observed|can be seen) (?:in|on|at|within|under|above|below|near)\b", re.I)
+
+
+def _abnormal_place(f: Fact) -> frozenset | None:
+    """The place an "abnormality here" fact names ("the left lung is abnormal", "the abnormality is in the left lung",
+    "abnormalities in the patient's left lung are seen"); None for other facts. An empty set: somewhere."""
+    if f.kind == "present" and f.text.lower().startswith("abnormalit"):
+        return stems(f"{f.text} {f.where}")[0] - {"lesio"}
+    if f.kind != "clause":
+        return None
+    m = _GENERIC_SUBJECT.match(f.text)
+    if m:
+        return stems(m.group(1))[0]
+    m = _ABNORMAL_IS.match(f.text)
+    return stems(m.group("place"))[0] if m and stems(f.text)[1] else None  # "abnormal" / "not normal": polarity negative
+
+
+def _finding(f: Fact) -> frozenset | None:
+    """The stems of a finding a fact states with its place ("the mass is in the right lung", "nodule can be observed
+    on the upper right lung", a finding present), None for facts that state no finding."""
+    if f.kind == "present" and f.text.lower() not in _GENERIC and not f.text.lower().startswith("abnormalit"):
+        return stems(f"{f.text} {f.where}")[0]
+    m = _FINDING_AT.match(f.text) if f.kind == "clause" and not f.negative else None
+    if m and not is_anatomy(m.group("what")) and not _GENERIC_SUBJECT.match(f.text):
+        return stems(f.text)[0]
+    return None
+
+
+def _implied(i: int, facts: list[Fact]) -> bool:
+    """Is ``facts[i]`` an "abnormality here" fact another one already carries: a finding in that place ("the lung is
+    abnormal" after "the mass is in the right lung"; "the findings are not normal" after any finding), or a more
+    specific "abnormality here" ("the abnormality is in the lower left lung" carries "the lung is abnormal"; of two
+    with the same place the first is kept)."""
+    place = _abnormal_place(facts[i])
+    if place is None:
+        return False
+    for k, g in enumerate(facts):
+        if k == i:
+            continue
+        found = _finding(g)
+        other = _abnormal_place(g)
+        if (found is not None and place <= found) or (other is not None and place <= other and (place != other or k < i)):
+            return True
+    return False
 
 
 def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int, str]) -> list[tuple[int, Fact]]:
@@ -63,10 +136,11 @@ def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int
     kept: list[tuple[int, Fact, tuple[frozenset, bool]]] = []
     for i, f in found:
         sig = stems(_key(f))
+        parts = _parts(f)
         if not sig[1] and f.kind != "absent" and sig[0] <= lead_stems:
             disp.setdefault(i, "redundant")  # "Does the picture contain brain?" under "MRI of the brain."
             continue
-        match = next((k for k, (_, _, ks) in enumerate(kept) if _same(sig, ks)), None)
+        match = next((k for k, (_, g, ks) in enumerate(kept) if _same(sig, ks, parts, _parts(g))), None)
         if match is None:
             kept.append((i, f, sig))
         elif len(sig[0]) > len(kept[match][2][0]):  # the new one says more: it takes the old one's place
@@ -78,7 +152,7 @@ def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int
     specific = [f for _, f in out if f.kind == "present" and f.text.lower() not in _GENERIC]
     named = set().union(*(stems(_key(f))[0] for _, f in out if f.kind != "organ" and not f.negative)) if out else set()
     result = []
-    for i, f in out:
+    for k, (i, f) in enumerate(out):
         m = _IDENTITY.match(f.text) if f.kind == "clause" else None
         others = set().union(*(stems(_key(g))[0] for j, g in out if j != i and g.kind != "organ")) | lead_stems
         if m and stems(m.group(1))[0] <= others:  # "the largest organ is the liver" after "the liver is healthy"
@@ -87,7 +161,7 @@ def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int
         generic = f.kind == "present" and f.text.lower() in _GENERIC and specific
         shadowed = f.kind == "organ" and not f.negative and stems(f.text)[0] <= named  # "the liver is on the left" says it
         inside = f.kind == "present" and any(g is not f and f.text.lower() in g.text.lower() for _, g in out)
-        if generic or shadowed or inside:
+        if generic or shadowed or inside or _implied(k, [g for _, g in out]):
             disp.setdefault(i, "redundant")
         else:
             result.append((i, f))
@@ -111,6 +185,30 @@ def _series(items: Sequence[str], conj: str) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conj} {items[-1]}"
 
 
+_PREDICATE = re.compile(r"^(?P<subject>.+?) (?P<verb>is|are|looks|look|appears|appear)(?P<rest> .+)$")
+_PLURAL_VERB = {"is": "are", "are": "are", "looks": "look", "look": "look", "appears": "appear", "appear": "appear"}
+
+
+def _shared_predicates(texts: list[str]) -> list[str]:
+    """Statements that say the same of different subjects become one: "the liver looks normal", "the spleen looks
+    normal" -> "the liver and the spleen look normal" (at the place of the first; nothing else changes)."""
+    groups: dict[str, list[tuple[str, str | None]]] = {}  # predicate key -> (statement, subject)
+    for t in texts:
+        m = _PREDICATE.match(t)
+        if m and " and " not in m.group("subject") and m.group("subject").lower() not in ("there", "it", "this"):
+            groups.setdefault(f"{_PLURAL_VERB[m.group('verb')]}{m.group('rest')}".lower(), []).append((t, m.group("subject")))
+        else:
+            groups.setdefault(t, []).append((t, None))
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0][0])
+            continue
+        m = _PREDICATE.match(members[0][0])
+        out.append(f"{_series([str(subject) for _, subject in members], 'and')} {_PLURAL_VERB[m.group('verb')]}{m.group('rest')}")
+    return out
+
+
 def _findings_sentence(facts: Sequence[Fact]) -> str:
     present = [f for f in facts if f.kind == "present"]
     clauses = []
@@ -121,7 +219,7 @@ def _findings_sentence(facts: Sequence[Fact]) -> str:
         clauses.append(f"there {be_for(f.text)} {f.text}{where}" if article else f"{f.text} {be_for(f.text)} seen{where}")
     elif present:
         clauses.append("findings include " + _series([f.text + (f" {f.where}" if f.where else "") for f in present], "and"))
-    clauses += [f.text for f in facts if f.kind == "clause" and not f.negative]
+    clauses += _shared_predicates([f.text for f in facts if f.kind == "clause" and not f.negative])
     seen = [f.text for f in facts if f.kind == "organ" and not f.negative]
     unseen = [f.text for f in facts if f.kind == "organ" and f.negative]
     organs = ([f"{_series(seen, 'and')} {'are' if len(seen) > 1 else be_for(seen[0])} visible"] if seen else []) + \
@@ -130,7 +228,7 @@ def _findings_sentence(facts: Sequence[Fact]) -> str:
     absent = [f.text for f in facts if f.kind == "absent"]
     if absent:  # the verb agrees with the nearest item: "no fracture or effusions are seen"
         clauses.append(f"no {_series(absent, 'or')} {be_for(absent[-1])} seen")
-    clauses += [f.text for f in facts if f.kind == "clause" and f.negative]
+    clauses += _shared_predicates([f.text for f in facts if f.kind == "clause" and f.negative])
     return sentence_case("; ".join(clauses)) + "." if clauses else ""
 
 

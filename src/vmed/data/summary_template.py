@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 
 from vmed.data.schema import Turn
-from vmed.data.summary_lead import mentions_overview
+from vmed.data.summary_lead import mentions_overview, overview_terms
 from vmed.data.summary_words import (
     BE,
     DETERMINERS,
@@ -80,9 +80,22 @@ def _split_subject(words: list[str]) -> tuple[list[str], list[str]] | None:
         prev = words[i - 1].lower()
         if prev in {"of", "'s", "and"}:
             continue
-        if w in PRED_START or (w.endswith("ed") and len(w) > 4) or (w.endswith("ing") and len(w) > 5) or (w.endswith("ly") and len(w) > 4) or (w == "the" and i > 1):
+        participle = w in ("given", "taken", "shown", "seen", "broken", "swollen", "drawn")
+        if w in PRED_START or participle or (w.endswith("ed") and len(w) > 4) or (w.endswith("ing") and len(w) > 5) or (w.endswith("ly") and len(w) > 4) or (w == "the" and i > 1):
+            if w not in _ADJECTIVES:  # a phrase inside the subject may come first:
+                for j in range(i + 1, len(words)):       # "the fat surrounding the pancreas | normal"
+                    later, before = words[j].lower(), words[j - 1].lower()
+                    if later in _ADJECTIVES and before not in DETERMINERS | WHERE_PREPS | {"of", "and", "more", "less", "most"}:
+                        return words[:j], words[j:]
             return words[:i], words[i:]
     return None
+
+
+# Predicate adjectives a yes/no question may end its subject with ("Is the mass in the liver irregular in contour?").
+_ADJECTIVES = {"normal", "abnormal", "enlarged", "larger", "smaller", "irregular", "smooth", "heterogeneous", "homogeneous",
+               "heterogenous", "homogenous", "pathologic", "pathological", "symmetric", "symmetrical", "asymmetric",
+               "calcified", "hyperdense", "hypodense", "hyperintense", "hypointense", "dilated", "thickened", "patent",
+               "equivalent", "equal", "healthy", "unhealthy", "benign", "malignant", "cystic", "solid", "intact"}
 
 
 def _agree(subj: list[str], pred: list[str], aux: str) -> tuple[list[str], list[str]]:
@@ -194,6 +207,8 @@ def _open_statement(words: list[str], answer: str) -> str | None:
             return f"{the(' '.join(words[5:]))} {be_for(' '.join(words[5:]))} {ans}" if len(words) > 5 else None
         if split and split[1][-1].lower() in WHERE_PREPS | {"with", "by", "of", "as"}:  # "What was this image taken with?"
             return f"{' '.join(split[0])} {BE[lw[1]]} {' '.join(split[1])} {ans}"
+        if len(subject) > 2 and lw[-1] in ("of", "with", "for", "to") and lw[-2] not in DETERMINERS:  # "... indicative of?"
+            return f"{' '.join(subject[:-2])} {BE[lw[1]]} {' '.join(subject[-2:])} {the(ans) if is_anatomy(ans) else ans}"
         return f"{' '.join(subject)} {BE[lw[1]]} {the(ans) if is_anatomy(ans) else ans}"
     if lw[0] == "what" and lw[1] in ("color", "colour", "shape") and len(words) > 3 and (lw[2] in BE or lw[2] in DO):
         subject = words[3:-1] if lw[-1] in ("show", "look", "appear", "have") and lw[2] in DO else words[3:]
@@ -222,6 +237,8 @@ def _open_statement(words: list[str], answer: str) -> str | None:
         be_idx = next((i for i in range(2, len(lw)) if lw[i] in BE), None)
         if be_idx is not None and be_idx + 1 < len(words):
             subj = [w for w in words[be_idx + 1:] if w.lower() not in ("located", "present", "seen", "found")]
+            if len(subj) > 2 and _participle(subj[-1]) and ans.lower() in SIDE_WORDS:  # "... is the hemidiaphragm elevated?"
+                return f"{' '.join(subj[:-1])} {BE[lw[be_idx]]} {subj[-1]} {place_phrase(ans)}"
             return f"{' '.join(subj)} {BE[lw[be_idx]]} {lw[0]} {the(ans)}" if subj else None
     if lw[0] in ("what", "which") and lw[-1] in ("in", "on", "within") and len(words) > 4:
         # "Which ventricle is the mass located in?"
@@ -283,7 +300,7 @@ def _location(subject: list[str], be: str, ans: str) -> str | None:
     """'the mass' + 'Right lower lobe' -> 'the mass is in the right lower lobe' (``place_phrase`` words the answer)."""
     subject = [w for w in subject if w.lower() not in _PRESENCE | {"located", "found"}]
     place = place_phrase(ans)
-    if not subject or place is None:
+    if not subject or place is None or subject[0].lower() == "there":  # "Where is there evidence of ...?"
         return None
     split = _split_subject(subject)
     participle = split and len(split[1]) == 1 and split[1][0].lower().endswith("ed") and split[0][-1].lower() not in DETERMINERS
@@ -305,7 +322,7 @@ class Fact:
 
 
 _CONTEXT = re.compile(
-    r"\s+(?:in|on|within|from|of|about)\s+(?:this|the|these)\s+(?:above\s+)?(?:image|images|film|scan|picture|study|radiograph|"
+    r"\s+(?:in|on|within|from|of|about)\s+(?:this|the|these)\s+(?:above\s+|axial\s+|coronal\s+|sagittal\s+|chest\s+)?(?:image|images|film|scan|picture|study|radiograph|"
     r"x-ray|xray|ct|mri|cut|section|slice|patient|exam|case)(?:\s+(?:scan|shown|above))?\b(?!['\w])", re.I)
 _PRESENCE = {"present", "seen", "pictured", "visible", "noted", "identified", "evident", "shown", "visualized", "demonstrated",
              "observed", "existing", "exist", "included", "appear", "appears", "depicted", "displayed"}
@@ -318,7 +335,9 @@ _TYPE_Q = re.compile(r"^(?:what|which)\s+(?:type|types|kind|kinds|sort)\s+of\s+(
 _SPECULATIVE = re.compile(r"\b(you|we|i|would|will|should|might|may|could|likely|probabl[ey]|possible|why|how)\b", re.I)
 _KNOWLEDGE_Q = re.compile(r"\b(effect of|function of|treat|treatment|prevent|symptoms?|causes? of|differential|damage|"
                           r"(?:organs?|tissues?|structures?) (?:that|which) (?:can|could|is|are|has|have))\b", re.I)
-_IMG = r"(?:(?:the|this)\s+(?:picture|image|scan|film|study|radiograph|slice|section|ct|mri|x-?ray)|this|it)"
+_IMAGE_NOUNS = r"(?:picture|pictures|image|images|scan|film|study|radiograph|slice|section|ct|mri|x-?ray)"
+_NOT_IMAGE = r"(?:patient|lesion|lucency|mass|structure|finding|organ|area|region|density|opacity|hypodensity|hyperdensity|nodule)"
+_IMG = rf"(?:(?:the|this)\s+(?:chest\s+)?{_IMAGE_NOUNS}|this(?!\s+{_NOT_IMAGE}\b)|it)"  # "this patient", "this lesion": not the image
 IMAGE_SUBJECT = re.compile(rf"^{_IMG}\b(?!\s+(?:is|was)\s+(?:not\s+)?(?:difficult|possible|hard|easy)\s+to\b)", re.I)
 _IMG_SHOWS = re.compile(rf"^(?:does|do|did)\s+{_IMG}\s+(?:contain|show|include|have|display|depict|demonstrate|reveal)\s+(.+)$", re.I)
 _IMG_NORMAL = re.compile(rf"^(?:is|does)\s+{_IMG}\s+(?:look\s+|appear\s+)?(normal|abnormal|healthy)$|"
@@ -331,12 +350,14 @@ _NOT_OVERVIEW = re.compile(r"\b(\w+ system\b(?! is imaged)(?=.*\b(?:belong|part)
                            r"black|white|bright|dark|left|right|top|bottom|center|rightmost|leftmost)", re.I)
 _OVERVIEW_Q = re.compile(r"\b(modality|plane|organ system|which organ|what organ|main organ|part of the (?:human )?body|body part|"
                          r"type of imag|kind of imag|imaging technique|how was this|type of mri|weighting|sequence|taken with|"
-                         r"view|where does the (?:image|picture)|what (?:image|type of image) is|contrast)", re.I)
+                         r"view|where does the (?:image|picture)|what (?:image|type of image) is|imaging method|contrast)", re.I)
 _IMAGE_WORDS = re.compile(r"\b(?:this|the) (?:image|picture)|\bimage's\b", re.I)
+_SPECIAL = re.compile(r"<\|[^|>]*\|>|<image>", re.I)
 _QUESTION_LEFT = re.compile(r"\b(?:what|which|where|how|who|why|when|whose|is/are)\b|[?/]", re.I)
 _DANGLING = re.compile(r"\b(?:in|on|of|to|with|by|for|at|from|and|or|the|a|an|as|than|into|is|are|does)$", re.I)
 _BROKEN = re.compile(r"\b(is|are|was|were|does|do) (?:is|are|was|were|does|do)\b|\bin the (?:top|bottom)\b|"
-                     r", (?:left|right|upper|lower|top|bottom)\b", re.I)
+                     r", (?:left|right|upper|lower|top|bottom)\b|;|\(s\)|"
+                     r"\band (?:is|are|was|were|does|do|can) (?:it|they|there|the|this|these)\b|\w this (?:is|are)\b", re.I)
 
 
 def confident(text: str) -> bool:
@@ -376,9 +397,17 @@ def read_turn(turn: Turn) -> tuple[list[Fact], str | None]:
     q = _clean(turn.question)
     a = fix_typos(turn.answer.strip().rstrip("."))
     al = a.lower()
-    if not re.search(r"\w", q) or not re.search(r"\w", a):
-        return [], "unbuildable"
+    if not re.search(r"\w", q) or not re.search(r"\w", a) or _SPECIAL.search(f"{q} {a}"):
+        return [], "unbuildable"  # nothing to say, or a chat-template token ("<image>", "<|eot_id|>") a note must not carry
     yes_no = al in ("yes", "no")
+    if not yes_no and re.search(r"\bor\b", q, re.I) and al in q.lower() and set(overview_terms(a) or ()) - {"region"}:
+        return [], "overview"  # "Is this an MRI or a CT scan?" MRI: the lead states it
+    choice = None if yes_no or mentions_overview(a) or not re.match(r"(?i)^(?:is|are|was|were|does|do)\b", q) else _resolve_choice(q, a)
+    if choice is not None:  # "Is this image normal or abnormal?" Abnormal -> "Is this image abnormal?" yes
+        q, a, al, yes_no = choice, "yes", "yes", True
+    m = re.match(r"(?i)^(?:do|can|could) (?:we|you) see (?!(?:all|both|each|every)\b)(.+)$", q) if yes_no else None
+    if m:  # "Do we see diffuse cerebral edema in this MRI?" no: a presence question
+        return [_presence(m.group(1), al == "yes")], None
     if not yes_no and _OVERVIEW_Q.search(q) and not _NOT_OVERVIEW.search(q):
         return [], "overview"  # modality/plane/region: the lead states it ("..., MRI, CT or X-Ray?" included)
     if "?" in q or _KNOWLEDGE_Q.search(q) or ("," in q and not yes_no):
@@ -391,6 +420,8 @@ def read_turn(turn: Turn) -> tuple[list[Fact], str | None]:
     if facts is not None:
         return (facts, None) if facts else ([], "unbuildable")
     text = statement(Turn(q, a))
+    if text:  # "this lucency ...", "this patient ...": the subject is not the image
+        text = re.sub(rf"^this (?!{_IMAGE_NOUNS}\b|(?:is|was|are|were|has|had|can|does|did)\b)(?=[a-z])", "the ", text, flags=re.I)
     if not text or not confident(text):
         return [], "unbuildable"
     return [Fact("clause", text, negative=bool(re.search(r"\b(not|no|none|nothing)\b", text)))], None
@@ -404,6 +435,9 @@ def _image_subject(q: str, a: str) -> list[Fact] | None:
         return [_presence((m.group(1) or "") + m.group(2), yes)]
     m = _IMG_SHOWS.match(q)
     if m and not IMAGE_SUBJECT.match(m.group(1)):  # "Does the picture contain liver?"
+        return [_presence(m.group(1), yes)]
+    m = re.match(r"(?i)^(?:does|do|did) (?:this|the) patient (?:have|has|show) (.+)$", q)
+    if m:  # "Does this patient have pneumomediastinum?" no
         return [_presence(m.group(1), yes)]
     m = _IMG_NORMAL.match(q)
     if m:  # "Is this image normal?" no -> an abnormality; "Does this image look abnormal?" no -> none seen
@@ -424,7 +458,7 @@ def _image_subject(q: str, a: str) -> list[Fact] | None:
         # "Is lymphadenopathy present?", "Does the rectum appear?", "Is the liver visible?"
         np = " ".join(w[2:-1] if lw[1] == "any" else w[1:-1])
         determiner = lw[1] in DETERMINERS and lw[1] != "any"
-        if np and not IMAGE_SUBJECT.match(np) and not np.endswith("ly") and (is_anatomy(np) or not determiner):
+        if np and lw[1] not in ("all", "both", "each", "every") and not IMAGE_SUBJECT.match(np) and not np.endswith("ly") and (is_anatomy(np) or not determiner):
             return [_presence(np, yes)]  # "Are fat pads prominently visualized?", "Is the mass seen?": statements
     m = _IMG_IS_A.match(q)
     if m and not re.search(r"\bor\b", q, re.I):  # "Is this a hepatic mass?" yes; "Is this a tension pneumothorax?" no
@@ -451,6 +485,8 @@ def _open_facts(q: str, a: str) -> list[Fact] | None:
             # an adjective: "What is abnormal about the pancreas?" enlarged
             return [Fact("clause", f"{phrase_lower(about.group(1))} {be_for(about.group(1))} {al}")] if about else []
         items = answer_items(a)
+        both = answer_phrase(a, article=False) if items and len(items) == 2 else None
+        items = [both] if both and both.startswith("both ") else items  # "Left Lung, Right": both lungs, one phrase
         return [Fact("present", x) for x in items] if items else []  # "Brain Edema, Brain Tumor": two findings
     m = _TYPE_Q.match(q)
     if m:

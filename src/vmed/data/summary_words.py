@@ -44,6 +44,7 @@ PRED_START = {
     "enough", "adequate", "appropriate", "possible", "useful", "for", "uniform", "patent", "higher", "lower", "greater",
     "denser", "brighter", "darker", "clear", "intact", "free", "located", "midline", "healthy", "unhealthy", "solid", "cystic",
     "prominent", "dense", "opaque", "lucent", "hollow", "fine", "functional", "diseased", "benign", "malignant", "ok",
+    "heterogenous", "homogenous", "pathologic", "pathological", "hyper", "hypo", "distended", "equivalent", "equal",
 }
 WHERE_PREPS = {"in", "on", "at", "within", "inside", "outside", "near", "above", "below", "behind", "under", "over",
                 "between", "along", "throughout", "around", "beside"}
@@ -158,7 +159,7 @@ ANATOMY = {
 }
 ANATOMY_MODIFIERS = {"left", "right", "upper", "lower", "middle", "both", "bilateral", "main", "entire"}
 # Known misspellings in public datasets (SLAKE asks "Does the picture contain brian?" 100+ times).
-TYPOS = {"brian": "brain", "saggital": "sagittal"}
+TYPOS = {"brian": "brain", "saggital": "sagittal", "veterbral": "vertebral"}
 _POSITIONS = {"top": "at the top", "bottom": "at the bottom", "center": "in the center", "centre": "in the centre",
               "middle": "in the middle", "left": "on the left", "right": "on the right", "midline": "in the midline"}
 SIDE_WORDS = {"left", "right", "upper", "lower", "middle", "top", "bottom", "center", "central", "anterior", "posterior",
@@ -175,21 +176,73 @@ _SYNONYMS = {"healt": "norma", "abnor": "norma", "unhea": "norma",
              "patho": "norma", "disea": "norma", "organ": "", "syste": "", "main": "", "part": "", "regio": "", "area": "",
              "exist": "", "locat": "", "study": "", "obser": "", "appea": "", "looks": "", "look": "", "show": "",
              "shows": "", "conta": "", "inclu": "", "affec": "norma"}
+# Content equivalence (issue 10): words two statements about the same thing use interchangeably in the datasets, folded
+# to one stem so that "the gallbladder appears distended" and "the gallbladder is enlarged", or "the hyperdensities
+# represent infarct" and "the hyperdensities are indicative of infarct", compare equal. Each row is a plain synonym
+# (or a verb that only links subject and complement), never a finding for another finding.
+EQUIVALENT_WORDS = {
+    "enlar": ("distended", "distension", "distention", "increased"),         # size: folded with larger/enlarged above
+    "air": ("air", "gas"),
+    "elev": ("elevated", "elevation", "raised", "higher"),                   # "hemidiaphragm elevation" = "... is higher"
+    "defin": ("defined", "well-defined", "circumscribed", "well-circumscribed"),
+    "liver": ("liver", "hepatic"), "kidne": ("kidney", "kidneys", "renal"), "heart": ("heart", "cardiac"),
+    "brigh": ("white", "bright", "brighter", "hyperdense", "hyperdensity", "hyperdensities", "hyperintense",
+              "hyperintensity", "hyperintensities", "hyperattenuating", "hyperattenuated", "hyperattenuation",
+              "radiopaque", "radioopaque"),                                    # bright on the image, whatever the modality
+    "dark": ("dark", "darker", "black", "hypodense", "hypodensity", "hypodensities", "hypointense", "hypointensity",
+             "hypointensities", "hypoattenuating", "hypoattenuated", "hypoattenuation", "lucent", "lucency",
+             "hyperlucent", "radiolucent"),                                    # dark on the image
+    "borde": ("border", "borders", "contour", "contours", "outline", "margin", "margins"),
+    "surro": ("surrounding", "surrounds", "surround", "surrounded", "encompassing", "encompassed", "encompasses",
+              "encircling", "encircled", "encasing", "encased"),
+    "flat": ("flat", "flattened", "flattening"),
+    "stoma": ("stomach", "gastric"),
+    "lung": ("lung", "lungs", "pulmonary"),
+    "gallb": ("gallbladder", "gb"),
+    "diaph": ("diaphragm", "hemidiaphragm", "diaphragms", "hemidiaphragms"),  # sides are compared on their own
+    "right": ("right", "r"), "left": ("left", "l"),
+    "gray": ("gray", "grey"),
+    "centr": ("center", "centre", "central"),
+    "more": ("more", "most"),
+    "fract": ("broken", "break", "breaks", "fractured", "fracture", "fractures"),
+    **{f"{n}{suffix}": (word,) for n, suffix, word in ((1, "st", "first"), (2, "nd", "second"), (3, "rd", "third"), (4, "th", "fourth"),
+                                                      (5, "th", "fifth"), (6, "th", "sixth"), (7, "th", "seventh"), (8, "th", "eighth"),
+                                                      (9, "th", "ninth"), (10, "th", "tenth"), (11, "th", "eleventh"), (12, "th", "twelfth"))},
+    "given": ("given", "received", "receive", "receives", "administered"),    # "IV contrast was given" = "... received"
+    "": ("represent", "represents", "indicate", "indicates", "indicated", "indicative", "suggest", "suggests",
+         "suggestive", "depict", "depicts", "size", "patient", "patients", "s", "side", "sided", "also",
+         "composition", "composed", "made", "primarily", "mainly", "mostly"),  # "the composition of the mass is fat"
+}
+_EQUIVALENT = {w: stem for stem, words in EQUIVALENT_WORDS.items() for w in words}
 
 
 def fix_typos(text: str) -> str:
     return re.sub(r"[A-Za-z]+", lambda m: TYPOS.get(m.group(0).lower(), m.group(0)), text)
 
 
+def _fold(word: str) -> str:
+    """A word's comparison stem: the equivalence table, then the synonyms above, else its first five letters (a plural
+    -s dropped first: "walls" ~ "wall")."""
+    if word in _EQUIVALENT:
+        return _EQUIVALENT[word]
+    if word in _WORD_SYNONYMS:
+        return _WORD_SYNONYMS[word]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    return _SYNONYMS.get(word[:5], word[:5])
+
+
 def stems(text: str) -> tuple[frozenset[str], bool]:
-    """Content stems (first five letters, synonyms folded) and the polarity (True = negative) the words imply."""
+    """Content stems (first five letters, synonyms and ``EQUIVALENT_WORDS`` folded) and the polarity (True = negative)
+    the words imply."""
     out, negative = set(), False
-    for w in re.findall(r"[a-z0-9]+", text.lower()):
+    text = re.sub(r"\b(hyper|hypo)[- ](dense|density|densities|intense|intensity|attenuat\w*)\b", r"\1\2", text.lower())
+    for w in re.findall(r"[a-z0-9]+", text):
         if w in ("no", "not", "none", "nothing", "without", "abnormal", "unhealthy"):
             negative = not negative
         if w in FUNCTION_WORDS:
             continue
-        s = _WORD_SYNONYMS.get(w) or _SYNONYMS.get(w[:5], w[:5])
+        s = _fold(w)
         if s:
             out.add(s)
     return frozenset(out), negative
