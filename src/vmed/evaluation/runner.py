@@ -36,7 +36,7 @@ from vmed.data.schema import Dialogue, RecordError, read_jsonl, resolve_image
 from vmed.errors import UserInputError
 from vmed.evaluation.backends import BackendUnavailable, EvalBackend, LocalBackend, hash_model_dir
 from vmed.evaluation.pipeline import PREDICTIONS_FILE, RUN_INFO
-from vmed._io import sha256_file
+from vmed._io import sha256_file, write_json_atomic
 from vmed.evaluation.predictions import PredictionsWriter
 from vmed.evaluation.protocol import EvalProtocol, Tally, drive
 
@@ -106,9 +106,7 @@ def _check_resume(info_path: Path, settings: dict[str, Any]) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, ensure_ascii=False)
 
 
 def _now() -> str:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
+from vmed.data.template import END_TOKENS, EOT
 from vmed.errors import UserInputError
 from vmed.inference.params import GenParams, GenResult, fit_max_new_tokens
 from vmed.inference.streaming import FinishedRow, GenerationStream, StopOnStrings, TokenQueue, finish_row
@@ -38,9 +39,6 @@ __all__ = ["Engine", "Item"]
 
 Item = tuple["Image | None", Sequence[tuple[str, str]], str]
 """One independent question for ``generate_batch``: (image or None, history of (question, answer), question)."""
-
-END_TOKENS = ("<|eot_id|>", "<|end_of_text|>")
-
 
 def _cache_kwarg() -> str:
     """``generate``'s name for a KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
@@ -102,7 +100,7 @@ class Engine:
                 if isinstance(tid, int):
                     ids.add(tid)
         if not ids:
-            raise UserInputError("the tokenizer has no end-of-turn token (<|eot_id|>) or eos token; rebuild the model with vmed.model")
+            raise UserInputError(f"the tokenizer has no end-of-turn token ({EOT}) or eos token; rebuild the model with vmed.model")
         return ids
 
     @property

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmed._io import MANIFEST_NAME
 from vmed.errors import UserInputError
 
 __all__ = ["Checkpoint", "resolve_checkpoint", "load_checkpoint"]
 
-MANIFEST = "run_manifest.json"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -83,8 +83,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not p.is_dir():
         raise UserInputError(f"model path {p} is a file; pass the directory that holds config.json, run_manifest.json or adapter_config.json")
     has_config = (p / "config.json").is_file()
-    if (p / MANIFEST).is_file():
-        export = _read_json(p / MANIFEST).get("export") or {}
+    if (p / MANIFEST_NAME).is_file():
+        export = _read_json(p / MANIFEST_NAME).get("export") or {}
         if export.get("layout"):
             return _exported_pair(p, export)
         if not (export.get("merged") is True and has_config):

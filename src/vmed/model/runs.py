@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from vmed.config import ModelSpec
-from vmed._io import sha256_file
+from vmed._io import MANIFEST_NAME, sha256_file, write_json_atomic
 from vmed.errors import ConfigError
+from vmed.model.build import part_of
 
 __all__ = [
     "MANIFEST_NAME",
@@ -41,6 +42,7 @@ __all__ = [
     "base_spec",
     "same_base",
     "build_base",
+    "check_base_fingerprint",
     "fingerprint",
     "read_manifest",
     "write_manifest",
@@ -55,7 +57,6 @@ __all__ = [
     "write_model_card",
 ]
 
-MANIFEST_NAME = "run_manifest.json"
 PROJECTOR_FILE = "projector.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 ADAPTER_DIR = "adapter"
@@ -117,6 +118,19 @@ def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
     return model, processor
 
 
+def check_base_fingerprint(model: Any, base: dict[str, Any], where: str) -> str:
+    """The fingerprint of ``model``, the base rebuilt from the manifest entry ``base``; raises ConfigError (naming
+    ``where``) when ``base`` records a different one. A base entry without a fingerprint passes."""
+    fp = fingerprint(model)
+    if base.get("fingerprint") and base["fingerprint"] != fp:
+        named = {k: v for k, v in base.items() if k != "fingerprint" and v is not None}
+        raise ConfigError(
+            f"{where}: the base model rebuilt from its manifest ({named}) differs from the one that run was trained on "
+            "(weight fingerprints differ); the base's files or its seed changed since"
+        )
+    return fp
+
+
 def fingerprint(model: Any) -> str:
     """A cheap sha256 identity of a model's weights: names, shapes and ~64 strided values per tensor.
 
@@ -165,11 +179,7 @@ def read_manifest(run_dir: str | os.PathLike, *, what: str = "input run") -> dic
 
 def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Write the manifest atomically (temp file + rename)."""
-    path = Path(run_dir) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(Path(run_dir) / MANIFEST_NAME, manifest, default=str)
 
 
 def library_versions() -> dict[str, str]:
@@ -218,17 +228,6 @@ def load_projector(model: Any, path: str | os.PathLike) -> None:
     sd = load_file(str(path))
     ref = next(iter(projector.parameters()))
     projector.load_state_dict({k: v.to(ref.dtype) for k, v in sd.items()}, strict=True)
-
-
-def part_of(name: str) -> str:
-    """The model part a parameter name belongs to: vision, projector, llm or lora (LoRA matrices)."""
-    if ".lora_" in name:
-        return "lora"
-    if "vision_tower" in name:
-        return "vision"
-    if "multi_modal_projector" in name:
-        return "projector"
-    return "llm"
 
 
 def save_trained_weights(
@@ -322,12 +321,7 @@ def load_run(
     if manifest.get("status") != "complete":
         raise ConfigError(f"run {run_dir} is not complete (status {manifest.get('status')!r}); finish or resume it first")
     model, _ = build_base(manifest["base"], dtype=dtype)
-    fp = fingerprint(model)
-    if manifest["base"].get("fingerprint") not in (None, fp):
-        raise ConfigError(
-            f"run {run_dir}: the base model rebuilt from {manifest['base']} differs from the one this run was trained on "
-            "(weight fingerprints differ); the base's files or its seed changed"
-        )
+    check_base_fingerprint(model, manifest["base"], f"run {run_dir}")
     processor = AutoProcessor.from_pretrained(str(run_dir))
     last = "omit" if omit_adapter else "merge" if merge else ("trainable" if trainable else "frozen")
     model, _ = assemble_run(model, run_dir, manifest, last_adapter=last)
