@@ -371,6 +371,6 @@ def describe_keys(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, 
         if _is_dataclass_type(tp):
             rows.extend(describe_keys(tp, prefix + f.name + "."))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         rows.append((prefix + f.name, _type_name(tp), repr(default), f.metadata.get("help", "")))
     return rows

@@ -28,7 +28,7 @@ import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from vmed.constants import SUMMARY_PROMPT
 from vmed.data.records import record_turns
@@ -39,6 +39,9 @@ from vmed.evaluation.pipeline import PREDICTIONS_FILE, RUN_INFO
 from vmed._io import sha256_file, write_json_atomic
 from vmed.evaluation.predictions import PredictionsWriter
 from vmed.evaluation.protocol import EvalProtocol, Tally, drive
+
+if TYPE_CHECKING:
+    from vmed.inference.engine import Engine
 
 __all__ = ["RunResult", "run_eval", "MODES", "HISTORIES", "hash_model_dir"]
 
@@ -146,7 +149,7 @@ def _end_info(info: dict[str, Any], result: RunResult, status: str, **more: Any)
 
 
 def run_eval(
-    engine: Any,
+    engine: "Engine | EvalBackend",
     data_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     mode: str = "dialogue",

@@ -32,6 +32,7 @@ from vmed.inference.streaming import FinishedRow, GenerationStream, StopOnString
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerBase
 
     from vmed.inference.session import ChatSession
 
@@ -67,7 +68,15 @@ class Engine:
     ``context_length`` (the language model's maximum positions).
     """
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    model: "LlavaForConditionalGeneration"
+    processor: "LlavaProcessor"
+    tokenizer: "PreTrainedTokenizerBase"
+    num_image_tokens: int
+    context_length: int
+    eos_ids: set[int]
+    pad_id: int
+
+    def __init__(self, model: "LlavaForConditionalGeneration", processor: "LlavaProcessor") -> None:
         from vmed.model import num_image_tokens
 
         self.model = model.eval()
@@ -81,7 +90,9 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, device: Any = None, dtype: Any = None) -> "Engine":
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None
+    ) -> "Engine":
         """Load a plain model dir, an exported dir or a training run dir with a LoRA adapter (see ``vmed.inference.loading``)."""
         from vmed.inference.loading import load_checkpoint
 

@@ -50,7 +50,7 @@ VISION_KINDS: dict[str, dict[str, Any]] = {
 
 def vision_kind(vision_config: Any) -> dict[str, Any]:
     """The ``VISION_KINDS`` entry of a vision config; ``UserInputError`` for unsupported towers."""
-    kind = VISION_KINDS.get(getattr(vision_config, "model_type", None))
+    kind = VISION_KINDS.get(str(getattr(vision_config, "model_type", "")))
     if kind is None:
         raise UserInputError(
             f"unsupported vision tower type {getattr(vision_config, 'model_type', None)!r}; "

@@ -74,9 +74,11 @@ def base_spec(spec: ModelSpec) -> dict[str, Any]:
     if given[0] == "preset":
         from vmed.model import get_preset
 
+        assert spec.preset is not None  # `given` holds only the fields that are set
         preset = get_preset(spec.preset)
         return {"kind": "preset", "preset": spec.preset, "vision": preset.vision, "lm": preset.lm, "seed": spec.seed}
     if given[0] == "path":
+        assert spec.path is not None
         return {"kind": "path", "path": str(Path(spec.path).resolve()), "seed": spec.seed}
     if not (spec.vision and spec.lm):
         raise ConfigError("model.vision and model.lm must be given together (HF ids or local paths)")
