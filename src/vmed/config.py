@@ -13,6 +13,7 @@ Imports only the standard library and PyYAML.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -273,8 +274,6 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 def _check_value(value: Any, meta: Any, key: str) -> None:
     """Enforce a field's limits (``_f``'s ``check``); the message names the key and the allowed range."""
-    import re
-
     if value is None or value in meta.get("allowed", ()):
         return
     if meta.get("regex"):

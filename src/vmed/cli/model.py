@@ -9,6 +9,7 @@ import typer
 
 from vmed.cli._apps import model_app
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["init", "info"]
 
 

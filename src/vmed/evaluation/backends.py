@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from vmed.inference import GenParams, GenResult
     from vmed.inference.engine import Engine
 
+# lazy: torch and transformers (versions only) are imported inside the functions that use them, so importing this module stays light
 __all__ = ["EvalBackend", "LocalBackend", "RequestRejected", "BackendUnavailable", "SingleItem", "hash_model_dir"]
 
 SingleItem = tuple["Image | None", str]

@@ -25,17 +25,19 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
-from vmed.data.template import END_TOKENS, EOT
+from vmed.data.template import END_TOKENS, EOT, encode_prompt
 from vmed.errors import UserInputError
+from vmed.inference.loading import load_checkpoint
 from vmed.inference.params import GenParams, GenResult, fit_max_new_tokens
+from vmed.inference.session import ChatSession
 from vmed.inference.streaming import FinishedRow, GenerationStream, StopOnStrings, TokenQueue, finish_row
+from vmed.model.build import num_image_tokens
 
 if TYPE_CHECKING:
     from PIL.Image import Image
     from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerBase
 
-    from vmed.inference.session import ChatSession
-
+# lazy: transformers' generation classes are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Engine", "Item"]
 
 Item = tuple["Image | None", Sequence[tuple[str, str]], str]
@@ -77,8 +79,6 @@ class Engine:
     pad_id: int
 
     def __init__(self, model: "LlavaForConditionalGeneration", processor: "LlavaProcessor") -> None:
-        from vmed.model import num_image_tokens
-
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -94,8 +94,6 @@ class Engine:
         cls, path: str | os.PathLike, *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None
     ) -> "Engine":
         """Load a plain model dir, an exported dir or a training run dir with a LoRA adapter (see ``vmed.inference.loading``)."""
-        from vmed.inference.loading import load_checkpoint
-
         model, processor = load_checkpoint(path, device=device, dtype=dtype)
         return cls(model, processor)
 
@@ -136,8 +134,6 @@ class Engine:
         self, image: "Image | None", history: Sequence[tuple[str, str]], question: str, *, system: str | None = DEFAULT_SYSTEM_PROMPT
     ) -> list[int]:
         """Token ids of the generation prompt (image tokens included when ``image`` is given)."""
-        from vmed.data.template import encode_prompt
-
         n = self.num_image_tokens if image is not None else 0
         ids = encode_prompt(self.tokenizer, list(history), question, num_image_tokens=n, system=system)
         self.check_image_slots(ids, n)
@@ -232,8 +228,6 @@ class Engine:
 
     def session(self, image: "Image | None" = None, *, system: str | None = DEFAULT_SYSTEM_PROMPT, use_cache: bool = True) -> "ChatSession":
         """A multi-turn conversation about ``image`` that keeps its KV cache between turns (``use_cache=False``: re-encode each turn)."""
-        from vmed.inference.session import ChatSession
-
         return ChatSession(self, image, system=system, use_cache=use_cache)
 
     def dialogue(

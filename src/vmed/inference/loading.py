@@ -23,7 +23,10 @@ from typing import Any
 
 from vmed._io import MANIFEST_NAME
 from vmed.errors import UserInputError
+from vmed.model.io import load_model
+from vmed.model.runs import load_run
 
+# lazy: torch and peft are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Checkpoint", "resolve_checkpoint", "load_checkpoint"]
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -106,14 +109,10 @@ def load_checkpoint(path: str | os.PathLike, *, device: Any = None, dtype: Any =
     """Load ``(model, processor)`` from any checkpoint kind, LoRA merged, in eval mode (default device: cuda if available)."""
     import torch
 
-    from vmed.model import load_model
-
     ckpt = resolve_checkpoint(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else None
     if ckpt.kind == "run":
-        from vmed.model.runs import load_run
-
         model, processor, _ = load_run(ckpt.path, dtype=dtype, device=device, merge=True)
     elif ckpt.kind == "adapter":
         from peft import PeftModel

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import LlavaForConditionalGeneration, LlavaProcessor, PretrainedConfig
 
+# lazy: torch and transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = [
     "PARTS", "PartCount", "VISION_KINDS", "build_model", "count_parameters", "num_image_tokens", "padding_image_processor", "parameter_counts", "part_of", "serving_config",
     "vision_kind",

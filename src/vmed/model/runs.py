@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,11 @@ from typing import Any
 from vmed.config import ModelSpec
 from vmed._io import MANIFEST_NAME, sha256_file, write_json_atomic
 from vmed.errors import ConfigError
-from vmed.model.build import part_of
+from vmed.model.build import build_model, part_of
+from vmed.model.io import load_model
+from vmed.model.presets import PRESETS, build_preset, get_preset
 
+# lazy: torch, safetensors, peft and transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = [
     "MANIFEST_NAME",
     "PROJECTOR_FILE",
@@ -72,8 +76,6 @@ def base_spec(spec: ModelSpec) -> dict[str, Any]:
             f"(got {given or 'none'}); e.g. model.preset=tiny"
         )
     if given[0] == "preset":
-        from vmed.model import get_preset
-
         assert spec.preset is not None  # `given` holds only the fields that are set
         preset = get_preset(spec.preset)
         return {"kind": "preset", "preset": spec.preset, "vision": preset.vision, "lm": preset.lm, "seed": spec.seed}
@@ -96,23 +98,21 @@ def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
     """Rebuild the untrained base (model, processor) that a manifest's ``base`` entry describes."""
-    import vmed.model as vm
-
     kind = base["kind"]
     if kind == "preset":
-        if base["preset"] not in vm.PRESETS:
-            raise ConfigError(f"unknown model preset {base['preset']!r}; presets: {', '.join(vm.PRESETS)}")
-        preset = vm.PRESETS[base["preset"]]
+        if base["preset"] not in PRESETS:
+            raise ConfigError(f"unknown model preset {base['preset']!r}; presets: {', '.join(PRESETS)}")
+        preset = PRESETS[base["preset"]]
         if preset.offline:
-            model, processor = vm.build_preset(preset.name, seed=base.get("seed", 0))
+            model, processor = build_preset(preset.name, seed=base.get("seed", 0))
         else:  # HF ids: load straight in the training dtype (an 8B model in fp32 first would need 32 GB)
-            model, processor = vm.build_model(preset.vision, preset.lm, dtype=dtype, seed=base.get("seed", 0))
+            model, processor = build_model(preset.vision, preset.lm, dtype=dtype, seed=base.get("seed", 0))
     elif kind == "path":
         if not Path(base["path"]).is_dir():
             raise ConfigError(f"base model directory not found: {base['path']} (model.path)")
-        model, processor = vm.load_model(base["path"], dtype=dtype)
+        model, processor = load_model(base["path"], dtype=dtype)
     elif kind == "ids":
-        model, processor = vm.build_model(base["vision"], base["lm"], dtype=dtype, seed=base.get("seed", 0))
+        model, processor = build_model(base["vision"], base["lm"], dtype=dtype, seed=base.get("seed", 0))
     else:
         raise ConfigError(f"run manifest: unknown base kind {kind!r}")
     if dtype is not None:
@@ -186,8 +186,6 @@ def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path
 
 def library_versions() -> dict[str, str]:
     """Versions of vmed, Python and the libraries that shape training."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("vmed", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "deepspeed", "bitsandbytes"):
         try:
