@@ -19,12 +19,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmed._io import MANIFEST_NAME
 from vmed.errors import UserInputError
 from vmed.model.io import load_model
 from vmed.model.runs import load_run
+
+if TYPE_CHECKING:
+    import torch
 
 # lazy: torch and peft are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Checkpoint", "resolve_checkpoint", "load_checkpoint"]
@@ -105,7 +108,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
     )
 
 
-def load_checkpoint(path: str | os.PathLike, *, device: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None
+) -> tuple[Any, Any]:
     """Load ``(model, processor)`` from any checkpoint kind, LoRA merged, in eval mode (default device: cuda if available)."""
     import torch
 

@@ -104,7 +104,7 @@ class PartCount:
     trainable: int = 0
 
 
-def count_parameters(model: Any) -> dict[str, PartCount]:
+def count_parameters(model: "torch.nn.Module") -> dict[str, PartCount]:
     """Total and trainable parameters per part (``PARTS``; ``llm`` includes ``lm_head``). Tied weights count once."""
     counts = {p: PartCount() for p in PARTS}
     seen: set[int] = set()
@@ -119,7 +119,7 @@ def count_parameters(model: Any) -> dict[str, PartCount]:
     return counts
 
 
-def parameter_counts(model: Any) -> dict[str, int]:
+def parameter_counts(model: "torch.nn.Module") -> dict[str, int]:
     """Parameters per part (``vision``, ``projector``, ``llm``, ``lora``) and their ``total``; see ``count_parameters``."""
     counts = {part: c.total for part, c in count_parameters(model).items()}
     counts["total"] = sum(counts.values())

@@ -27,7 +27,7 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmed.config import ModelSpec
 from vmed._io import MANIFEST_NAME, sha256_file, write_json_atomic
@@ -35,6 +35,9 @@ from vmed.errors import ConfigError
 from vmed.model.build import build_model, part_of
 from vmed.model.io import load_model
 from vmed.model.presets import PRESETS, build_preset, get_preset
+
+if TYPE_CHECKING:
+    import torch
 
 # lazy: torch, safetensors, peft and transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = [
@@ -96,7 +99,7 @@ def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return fa is None or fb is None or fa == fb
 
 
-def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
+def build_base(base: dict[str, Any], *, dtype: "torch.dtype | None" = None) -> tuple[Any, Any]:
     """Rebuild the untrained base (model, processor) that a manifest's ``base`` entry describes."""
     kind = base["kind"]
     if kind == "preset":
@@ -120,7 +123,7 @@ def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
     return model, processor
 
 
-def check_base_fingerprint(model: Any, base: dict[str, Any], where: str) -> str:
+def check_base_fingerprint(model: "torch.nn.Module", base: dict[str, Any], where: str) -> str:
     """The fingerprint of ``model``, the base rebuilt from the manifest entry ``base``; raises ConfigError (naming
     ``where``) when ``base`` records a different one. A base entry without a fingerprint passes."""
     fp = fingerprint(model)
@@ -133,7 +136,7 @@ def check_base_fingerprint(model: Any, base: dict[str, Any], where: str) -> str:
     return fp
 
 
-def fingerprint(model: Any) -> str:
+def fingerprint(model: "torch.nn.Module") -> str:
     """A cheap sha256 identity of a model's weights: names, shapes and ~64 strided values per tensor.
 
     Values are rounded to bfloat16 first, so the same weights loaded in fp32 or bf16 give the same
@@ -303,7 +306,8 @@ def assemble_run(model: Any, run_dir: str | os.PathLike, manifest: dict[str, Any
 
 
 def load_run(
-    run_dir: str | os.PathLike, *, dtype: Any = None, device: Any = None, merge: bool = False, trainable: bool = False,
+    run_dir: str | os.PathLike, *, dtype: "str | torch.dtype | None" = None, device: "str | torch.device | None" = None,
+    merge: bool = False, trainable: bool = False,
     omit_adapter: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Rebuild the model a run directory describes: base -> projector -> merged adapters -> trained weights -> adapter.
