@@ -13,6 +13,7 @@ Imports only the standard library and PyYAML.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -273,8 +274,6 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 def _check_value(value: Any, meta: Any, key: str) -> None:
     """Enforce a field's limits (``_f``'s ``check``); the message names the key and the allowed range."""
-    import re
-
     if value is None or value in meta.get("allowed", ()):
         return
     if meta.get("regex"):
@@ -371,6 +370,6 @@ def describe_keys(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, 
         if _is_dataclass_type(tp):
             rows.extend(describe_keys(tp, prefix + f.name + "."))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         rows.append((prefix + f.name, _type_name(tp), repr(default), f.metadata.get("help", "")))
     return rows

@@ -15,7 +15,5 @@ SUMMARY_PROMPT = "Describe the image."
 ANSWER_TYPES = ("closed", "open")
 SPLITS = ("train", "validation", "test")
 
-LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>")
-
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 """Pixel budget for decoded images (about 50 MP); larger images raise ImageTooLarge before decoding."""

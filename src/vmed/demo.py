@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vmed._io import MANIFEST_NAME
 from vmed.config import TrainConfig, load_config
 
 __all__ = ["passive_omp_waiting", "DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate"]
@@ -242,7 +243,7 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
     for stage, cfg in demo_configs(out, seed).items():
         print(f"[{stage + 1}/7] stage {stage} -> {cfg.output_dir}", flush=True)
         t = time.time()
-        if (Path(cfg.output_dir) / "run_manifest.json").is_file():
+        if (Path(cfg.output_dir) / MANIFEST_NAME).is_file():
             shutil.rmtree(cfg.output_dir)
         result = run_stage(cfg)
         metrics[f"stage{stage}"] = result.metrics

@@ -158,3 +158,40 @@ def test_long_functions_say_why() -> None:
                 if length > LONG_FUNCTION_LINES and not any(c.startswith("# long:") for c in comments):
                     unexplained.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({length} lines)")
     assert not unexplained, "functions over 80 lines without a `# long:` reason above them:\n" + "\n".join(unexplained)
+
+
+OWNED_STRINGS = {
+    "run_manifest.json": "_io.py",  # MANIFEST_NAME
+    "vmed-run/1": "_io.py",  # RUN_FORMAT
+}
+OWNED_SUBSTRINGS = {tok: "data/template.py" for tok in
+                    ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>")}
+OWNED_CALLS = {"os.replace": "_io.py"}  # atomic writes go through vmed._io
+
+
+def _code_strings(tree: ast.AST) -> list[tuple[str, int]]:
+    """String constants of a module that are not docstrings (f-string pieces included)."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(n.value, n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_shared_meanings_have_one_home() -> None:
+    """The manifest file name, the run format, the Llama-3 control tokens and the atomic rename are spelled in their
+    owner module only (the architecture guide's "One owner per rule"); everyone else imports them."""
+    stray = []
+    for path in MODULES:
+        rel = str(path.relative_to(SRC))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for value, lineno in _code_strings(tree):
+            owner = OWNED_STRINGS.get(value)
+            if owner and rel != owner:
+                stray.append(f"{rel}:{lineno} spells {value!r} (import it from vmed.{owner[:-3].replace('/', '.')})")
+            for tok, owner in OWNED_SUBSTRINGS.items():
+                if tok in value and rel != owner:
+                    stray.append(f"{rel}:{lineno} spells {tok!r} (import it from vmed.data.template)")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in OWNED_CALLS and rel != OWNED_CALLS[ast.unparse(node.func)]:
+                stray.append(f"{rel}:{node.lineno} calls {ast.unparse(node.func)} (write through vmed._io.atomic_open / write_json_atomic)")
+    assert not stray, "shared meanings spelled outside their owner:\n" + "\n".join(stray)

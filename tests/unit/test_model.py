@@ -241,7 +241,7 @@ def _llama3_tokenizer_without_image_token():
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from vmed.constants import LLAMA3_SPECIAL_TOKENS
+    from vmed.data.template import LLAMA3_SPECIAL_TOKENS
     from vmed.model.tokenizer import tiny_corpus
 
     raw = Tokenizer(models.BPE())

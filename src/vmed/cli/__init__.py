@@ -26,6 +26,7 @@ from vmed import __version__
 from vmed.cli._apps import app
 from vmed.errors import VmedError
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["app", "main"]
 
 _state = {"debug": False}

@@ -11,6 +11,7 @@ import typer
 from vmed.cli._apps import app
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["chat"]
 
 

@@ -19,6 +19,7 @@ import typer
 from vmed.cli._apps import data_app
 from vmed.errors import UserInputError
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["convert_cmd", "stats_cmd", "export_cmd"]
 
 

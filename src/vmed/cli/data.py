@@ -13,6 +13,7 @@ import typer
 from vmed.cli._apps import data_app
 from vmed.errors import UserInputError
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["phantom", "validate", "parse_split", "parse_kinds"]
 
 DEFAULT_KINDS_OPTION = "modality,presence,count,side"

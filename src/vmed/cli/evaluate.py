@@ -12,6 +12,7 @@ import typer
 from vmed.cli._apps import eval_app
 from vmed.constants import SUMMARY_PROMPT
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["run", "score", "compare"]
 
 

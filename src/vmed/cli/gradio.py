@@ -14,6 +14,7 @@ import typer
 from vmed.cli._apps import app
 from vmed.errors import UserInputError
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["gradio"]
 
 

@@ -9,6 +9,7 @@ import typer
 
 from vmed.cli._apps import model_app
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
 __all__ = ["init", "info"]
 
 
@@ -43,10 +44,10 @@ def _format_info(info: dict) -> str:
         f"architecture      {info['architecture']} ({info['dtype']})",
         "base              " + (", ".join(f"{k}={v_}" for k, v_ in base.items() if v_ is not None) or "unknown"),
         f"vision tower      {v['type']}: {v['image_size']}px, patch {v['patch_size']}, hidden {v['hidden_size']}, "
-        f"{v['layers']} layers  [{p['vision_tower']:,} params]",
+        f"{v['layers']} layers  [{p['vision']:,} params]",
         f"projector         {info['projector']['type']}  [{p['projector']:,} params]",
         f"language model    {lm['type']}: hidden {lm['hidden_size']}, {lm['layers']} layers, vocab {lm['vocab_size']}  "
-        f"[{p['language_model']:,} params]",
+        f"[{p['llm']:,} params]",
         f"total parameters  {p['total']:,}",
         f"image tokens      {info['num_image_tokens']} x {info['image_token']} (id {info['image_token_id']}), "
         f"strategy {info['vision_feature_select_strategy']}, feature layer {info['vision_feature_layer']}",

@@ -17,6 +17,8 @@ from vmed.errors import UserInputError
 from vmed.serve.settings import DEFAULT_LIMITS as D
 from vmed.serve.settings import MIB, ServeLimits
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
+
 
 @app.command("serve")
 def serve(

@@ -9,6 +9,8 @@ import typer
 
 from vmed.cli._apps import app
 
+# lazy: keeps vmed --help fast (each command imports what it runs inside its function)
+
 
 @app.command(
     "train",

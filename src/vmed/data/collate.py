@@ -31,6 +31,8 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from vmed.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
 from vmed.data.records import SummaryTurn, record_turns
 from vmed.data.schema import Dialogue, resolve_image
+from vmed.data.template import encode_dialogue
+from vmed.imaging import load_image
 
 __all__ = [
     "encode_record",
@@ -61,8 +63,6 @@ def encode_record(
     sequence still ends with the summary; the summary itself goes only when not even it fits after the
     system prompt and the image. Without one, trailing turns go. An answer is never cut.
     """
-    from vmed.data.template import encode_dialogue
-
     turns = record_turns(rec, summary_turn)
     enc = encode_dialogue(tokenizer, turns, num_image_tokens=num_image_tokens, system=system, max_length=max_length)
     with_summary = summary_turn == "last" and bool(rec.summary)
@@ -134,7 +134,6 @@ class DialogueDataset(Dataset):
         cached = self._pixels.get(path)
         if cached is not None:
             return cached
-        from vmed.imaging import load_image
 
         image = load_image(path)
         pixels = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]

@@ -28,6 +28,7 @@ from vmed._io import sha256_file
 from vmed.constants import SPLITS
 from vmed.data.converters.base import ConvertOptions, Tally
 from vmed.errors import UserInputError, VmedError
+from vmed.imaging import SUPPORTED_FORMATS, ImageError, load_image, sniff_format
 
 if TYPE_CHECKING:
     from vmed.data.schema import Dialogue
@@ -256,7 +257,6 @@ def check_image(path: str | os.PathLike | None, full: bool) -> str | None:
     """
     if path is None or not os.path.isfile(path):
         return "image_missing"
-    from vmed.imaging import SUPPORTED_FORMATS, ImageError, load_image, sniff_format
 
     if full:
         try:

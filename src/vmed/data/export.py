@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vmed._io import atomic_open
 from vmed.constants import IMAGE_TOKEN
 from vmed.data.schema import Dialogue, RecordError, iter_jsonl_lenient, resolve_image
 from vmed.errors import UserInputError
@@ -77,27 +78,22 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, skipped: 
         raise UserInputError(f"--output {out}: is a folder; give a file name, e.g. {out / 'train_llava.json'}")
     bad = skipped if skipped is not None else []
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     n = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(out) as f:  # a failure leaves no partial file behind
+        if to == "llava":
+            f.write("[\n")
+        for d in iter_jsonl_lenient(src):
+            if isinstance(d, RecordError):
+                bad.append(str(d))
+                continue
+            image = _image_for(d, src, out)
             if to == "llava":
-                f.write("[\n")
-            for d in iter_jsonl_lenient(src):
-                if isinstance(d, RecordError):
-                    bad.append(str(d))
-                    continue
-                image = _image_for(d, src, out)
-                if to == "llava":
-                    f.write((",\n" if n else "") + json.dumps(to_llava(d, image), ensure_ascii=False))
-                else:
-                    f.write(json.dumps(to_messages(d, image), ensure_ascii=False) + "\n")
-                n += 1
-            if to == "llava":
-                f.write("\n]\n")
+                f.write((",\n" if n else "") + json.dumps(to_llava(d, image), ensure_ascii=False))
+            else:
+                f.write(json.dumps(to_messages(d, image), ensure_ascii=False) + "\n")
+            n += 1
+        if to == "llava":
+            f.write("\n]\n")
         if bad and not n:
             raise UserInputError(f"{bad[0]}; not one of the {len(bad)} lines of {src} is a valid dialogue record")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return n

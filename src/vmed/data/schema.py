@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from vmed._io import commit_atomic, tmp_path
 from vmed.constants import ANSWER_TYPES
 from vmed.errors import UserInputError
 
@@ -226,7 +227,7 @@ class JsonlWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._tmp = tmp_path(self.path)
         self._f = self._tmp.open("w", encoding="utf-8")
         self.count = 0
 
@@ -237,10 +238,7 @@ class JsonlWriter:
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self._tmp, self.path)
+            commit_atomic(self._f, self._tmp, self.path)
 
     def __enter__(self) -> "JsonlWriter":
         return self

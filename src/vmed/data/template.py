@@ -42,6 +42,8 @@ __all__ = [
     "END_OF_TEXT",
     "START_HEADER",
     "END_HEADER",
+    "END_TOKENS",
+    "LLAMA3_SPECIAL_TOKENS",
     "LLAMA3_CHAT_TEMPLATE",
     "EncodedDialogue",
     "TemplateError",
@@ -59,6 +61,10 @@ END_OF_TEXT = "<|end_of_text|>"
 START_HEADER = "<|start_header_id|>"
 END_HEADER = "<|end_header_id|>"
 EOT = "<|eot_id|>"
+LLAMA3_SPECIAL_TOKENS = (BOS, START_HEADER, END_HEADER, EOT, END_OF_TEXT)
+"""The Llama-3 control tokens the template places (a tokenizer must hold each as one special token)."""
+END_TOKENS = (EOT, END_OF_TEXT)
+"""Tokens that end generation: the end of an assistant turn, and the end of the text."""
 
 LLAMA3_CHAT_TEMPLATE = (
     "{%- set default_system = " + json.dumps(DEFAULT_SYSTEM_PROMPT) + " -%}"

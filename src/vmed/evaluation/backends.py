@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from vmed.inference import GenParams, GenResult
+    from vmed.inference.engine import Engine
 
+# lazy: torch and transformers (versions only) are imported inside the functions that use them, so importing this module stays light
 __all__ = ["EvalBackend", "LocalBackend", "RequestRejected", "BackendUnavailable", "SingleItem", "hash_model_dir"]
 
 SingleItem = tuple["Image | None", str]
@@ -95,7 +97,7 @@ class LocalBackend(EvalBackend):
 
     batches = True
 
-    def __init__(self, engine: Any, model_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, engine: "Engine", model_path: str | os.PathLike | None = None) -> None:
         self.engine = engine
         self.model_path = model_path
 

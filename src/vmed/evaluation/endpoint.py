@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from vmed.inference import GenParams, GenResult
 
+# lazy: openai and the inference package (torch) are imported inside the functions that use them, so importing this module stays light
 __all__ = ["EndpointBackend", "base_url", "image_data_url"]
 
 NO_KEY = "EMPTY"

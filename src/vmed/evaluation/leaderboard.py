@@ -28,6 +28,7 @@ from vmed.evaluation.predictions import PredictionRow, read_predictions
 from vmed.evaluation.report import format_metric, format_number
 from vmed.evaluation.scoring import RowStatistics, ScoreOptions, row_statistics, score_rows
 
+# lazy: matplotlib are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Column", "RunEntry", "Leaderboard", "load_run", "build_leaderboard", "write_leaderboard"]
 
 FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png")

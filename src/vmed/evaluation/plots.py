@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# lazy: matplotlib are imported inside the functions that use them, so importing this module stays light
 __all__ = ["TURN_METRICS", "TYPE_METRICS", "plot_turn_accuracy", "plot_question_types"]
 
 TURN_METRICS = (

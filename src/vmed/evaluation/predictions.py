@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from vmed._io import sha256_file
+from vmed._io import atomic_open, sha256_file
 from vmed.data.schema import iter_json_lines
 from vmed.errors import UserInputError
 
@@ -177,10 +177,8 @@ class PredictionsWriter:
 
     def _rewrite(self, rows: list[PredictionRow]) -> None:
         rows = sorted(rows, key=lambda r: (self.order.get(r.id, len(self.order)), r.turn))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        with atomic_open(self.path) as f:
             write_rows(f, rows)
-        os.replace(tmp, self.path)
 
 
 def write_rows(f, rows: Iterable[PredictionRow]) -> None:

@@ -25,11 +25,12 @@ from vmed.data.schema import Dialogue, resolve_image
 from vmed.errors import UserInputError
 from vmed.evaluation.backends import BackendUnavailable, EvalBackend
 from vmed.evaluation.predictions import PredictionRow, PredictionsWriter
-from vmed.imaging import ImageError
+from vmed.imaging import ImageError, load_image
 
 if TYPE_CHECKING:
     from vmed.inference import GenParams, GenResult
 
+# lazy: tqdm are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Outcome", "EvalProtocol", "Tally", "questions_of", "drive"]
 
 J = TypeVar("J")
@@ -158,8 +159,6 @@ def skip_reason(e: BaseException) -> str:
 
 def load_record_image(rec: Dialogue, data_path: Path):
     """The record's RGB image by vmed's loader (DICOM windowed), or None for a record without an image."""
-    from vmed.imaging import load_image
-
     p = resolve_image(rec, data_path)
     return None if p is None else load_image(p)
 

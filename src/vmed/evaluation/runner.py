@@ -28,18 +28,23 @@ import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from vmed import __version__
+from vmed._io import sha256_file, write_json_atomic
 from vmed.constants import SUMMARY_PROMPT
 from vmed.data.records import record_turns
 from vmed.data.schema import Dialogue, RecordError, read_jsonl, resolve_image
 from vmed.errors import UserInputError
 from vmed.evaluation.backends import BackendUnavailable, EvalBackend, LocalBackend, hash_model_dir
 from vmed.evaluation.pipeline import PREDICTIONS_FILE, RUN_INFO
-from vmed._io import sha256_file
 from vmed.evaluation.predictions import PredictionsWriter
 from vmed.evaluation.protocol import EvalProtocol, Tally, drive
 
+if TYPE_CHECKING:
+    from vmed.inference.engine import Engine
+
+# lazy: the inference package (torch) are imported inside the functions that use them, so importing this module stays light
 __all__ = ["RunResult", "run_eval", "MODES", "HISTORIES", "hash_model_dir"]
 
 MODES = ("dialogue", "single")
@@ -106,9 +111,7 @@ def _check_resume(info_path: Path, settings: dict[str, Any]) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, ensure_ascii=False)
 
 
 def _now() -> str:
@@ -121,8 +124,6 @@ def _data_settings(data_path: Path, all_records: Sequence[Dialogue]) -> dict[str
 
 def _start_info(settings: dict[str, Any], backend: EvalBackend, command: str | None, batch_size: int, limit: int | None) -> dict[str, Any]:
     """run_info.json's fixed part: the command, the settings that must match to resume, how requests are sent."""
-    from vmed import __version__
-
     info: dict[str, Any] = {"command": command, **settings, "batch_size": batch_size, "limit": limit, "greedy": True}
     request = backend.request_settings()
     if request is not None:
@@ -148,7 +149,7 @@ def _end_info(info: dict[str, Any], result: RunResult, status: str, **more: Any)
 
 
 def run_eval(
-    engine: Any,
+    engine: "Engine | EvalBackend",
     data_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     mode: str = "dialogue",

@@ -25,22 +25,23 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
+from vmed.data.template import END_TOKENS, EOT, encode_prompt
 from vmed.errors import UserInputError
+from vmed.inference.loading import load_checkpoint
 from vmed.inference.params import GenParams, GenResult, fit_max_new_tokens
+from vmed.inference.session import ChatSession
 from vmed.inference.streaming import FinishedRow, GenerationStream, StopOnStrings, TokenQueue, finish_row
+from vmed.model.build import num_image_tokens
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerBase
 
-    from vmed.inference.session import ChatSession
-
+# lazy: transformers' generation classes are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Engine", "Item"]
 
 Item = tuple["Image | None", Sequence[tuple[str, str]], str]
 """One independent question for ``generate_batch``: (image or None, history of (question, answer), question)."""
-
-END_TOKENS = ("<|eot_id|>", "<|end_of_text|>")
-
 
 def _cache_kwarg() -> str:
     """``generate``'s name for a KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
@@ -69,9 +70,15 @@ class Engine:
     ``context_length`` (the language model's maximum positions).
     """
 
-    def __init__(self, model: Any, processor: Any) -> None:
-        from vmed.model import num_image_tokens
+    model: "LlavaForConditionalGeneration"
+    processor: "LlavaProcessor"
+    tokenizer: "PreTrainedTokenizerBase"
+    num_image_tokens: int
+    context_length: int
+    eos_ids: set[int]
+    pad_id: int
 
+    def __init__(self, model: "LlavaForConditionalGeneration", processor: "LlavaProcessor") -> None:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -83,10 +90,10 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, device: Any = None, dtype: Any = None) -> "Engine":
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None
+    ) -> "Engine":
         """Load a plain model dir, an exported dir or a training run dir with a LoRA adapter (see ``vmed.inference.loading``)."""
-        from vmed.inference.loading import load_checkpoint
-
         model, processor = load_checkpoint(path, device=device, dtype=dtype)
         return cls(model, processor)
 
@@ -102,7 +109,7 @@ class Engine:
                 if isinstance(tid, int):
                     ids.add(tid)
         if not ids:
-            raise UserInputError("the tokenizer has no end-of-turn token (<|eot_id|>) or eos token; rebuild the model with vmed.model")
+            raise UserInputError(f"the tokenizer has no end-of-turn token ({EOT}) or eos token; rebuild the model with vmed.model")
         return ids
 
     @property
@@ -127,8 +134,6 @@ class Engine:
         self, image: "Image | None", history: Sequence[tuple[str, str]], question: str, *, system: str | None = DEFAULT_SYSTEM_PROMPT
     ) -> list[int]:
         """Token ids of the generation prompt (image tokens included when ``image`` is given)."""
-        from vmed.data.template import encode_prompt
-
         n = self.num_image_tokens if image is not None else 0
         ids = encode_prompt(self.tokenizer, list(history), question, num_image_tokens=n, system=system)
         self.check_image_slots(ids, n)
@@ -223,8 +228,6 @@ class Engine:
 
     def session(self, image: "Image | None" = None, *, system: str | None = DEFAULT_SYSTEM_PROMPT, use_cache: bool = True) -> "ChatSession":
         """A multi-turn conversation about ``image`` that keeps its KV cache between turns (``use_cache=False``: re-encode each turn)."""
-        from vmed.inference.session import ChatSession
-
         return ChatSession(self, image, system=system, use_cache=use_cache)
 
     def dialogue(

@@ -19,13 +19,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vmed._io import MANIFEST_NAME
 from vmed.errors import UserInputError
+from vmed.model.io import load_model
+from vmed.model.runs import load_run
 
+if TYPE_CHECKING:
+    import torch
+
+# lazy: torch and peft are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Checkpoint", "resolve_checkpoint", "load_checkpoint"]
 
-MANIFEST = "run_manifest.json"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -83,8 +89,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not p.is_dir():
         raise UserInputError(f"model path {p} is a file; pass the directory that holds config.json, run_manifest.json or adapter_config.json")
     has_config = (p / "config.json").is_file()
-    if (p / MANIFEST).is_file():
-        export = _read_json(p / MANIFEST).get("export") or {}
+    if (p / MANIFEST_NAME).is_file():
+        export = _read_json(p / MANIFEST_NAME).get("export") or {}
         if export.get("layout"):
             return _exported_pair(p, export)
         if not (export.get("merged") is True and has_config):
@@ -102,18 +108,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Checkpoint:
     )
 
 
-def load_checkpoint(path: str | os.PathLike, *, device: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None
+) -> tuple[Any, Any]:
     """Load ``(model, processor)`` from any checkpoint kind, LoRA merged, in eval mode (default device: cuda if available)."""
     import torch
-
-    from vmed.model import load_model
 
     ckpt = resolve_checkpoint(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else None
     if ckpt.kind == "run":
-        from vmed.model.runs import load_run
-
         model, processor, _ = load_run(ckpt.path, dtype=dtype, device=device, merge=True)
     elif ckpt.kind == "adapter":
         from peft import PeftModel

@@ -20,6 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
+from vmed.data.template import encode_continuation, encode_text
 from vmed.errors import UserInputError
 from vmed.inference.params import GenParams, GenResult
 from vmed.inference.streaming import GenerationStream, TokenQueue
@@ -81,8 +82,6 @@ class ChatSession:
         self._cache, self._cache_ids = None, []
 
     def _prompt(self, question: str, params: GenParams) -> list[int]:
-        from vmed.data.template import encode_continuation
-
         if not question.strip():
             raise UserInputError("the question is empty")
         if self.turns:
@@ -134,9 +133,7 @@ class ChatSession:
         return result
 
     def _text_ids(self, text: str) -> list[int]:
-        from vmed.data.template import encode_text  # special-token strings in an answer stay text
-
-        return encode_text(self.engine.tokenizer, text.strip())
+        return encode_text(self.engine.tokenizer, text.strip())  # special-token strings in an answer stay text
 
     def ask(self, question: str, params: GenParams | None = None) -> GenResult:
         """Answer the next question; the question and the answer join the context."""

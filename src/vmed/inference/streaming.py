@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import torch
 from transformers.generation.stopping_criteria import StoppingCriteria
@@ -108,7 +108,7 @@ def finish_row(
     ids = list(generated if stopped_at is None else generated[:stopped_at])
     end = next((i for i, t in enumerate(ids) if t in eos_ids), None)
     closed = end is not None
-    if closed:
+    if end is not None:
         ids = ids[: end + 1]
     text = decode(tokenizer, ids)
     cut = find_stop(text, stops) if stops else None
@@ -170,7 +170,7 @@ class GenerationStream:
     def __next__(self) -> str:
         return next(self._pieces)
 
-    def _iterate(self) -> Iterator[str]:
+    def _iterate(self) -> Generator[str, None, None]:
         ids: list[int] = []
         emitted = 0
         stopped = False

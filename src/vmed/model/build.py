@@ -24,6 +24,7 @@ assumes ``image_aspect_ratio="anyres"`` (tiling, a different token count) when t
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmed.constants import IMAGE_TOKEN
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
     import torch
     from transformers import LlavaForConditionalGeneration, LlavaProcessor, PretrainedConfig
 
+# lazy: torch and transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = [
-    "VISION_KINDS", "build_model", "num_image_tokens", "padding_image_processor", "parameter_counts", "serving_config",
+    "PARTS", "PartCount", "VISION_KINDS", "build_model", "count_parameters", "num_image_tokens", "padding_image_processor", "parameter_counts", "part_of", "serving_config",
     "vision_kind",
 ]
 
@@ -49,7 +51,7 @@ VISION_KINDS: dict[str, dict[str, Any]] = {
 
 def vision_kind(vision_config: Any) -> dict[str, Any]:
     """The ``VISION_KINDS`` entry of a vision config; ``UserInputError`` for unsupported towers."""
-    kind = VISION_KINDS.get(getattr(vision_config, "model_type", None))
+    kind = VISION_KINDS.get(str(getattr(vision_config, "model_type", "")))
     if kind is None:
         raise UserInputError(
             f"unsupported vision tower type {getattr(vision_config, 'model_type', None)!r}; "
@@ -79,26 +81,47 @@ def num_image_tokens(model_or_config: Any) -> int:
     return n - 1 if config.vision_feature_select_strategy == "default" else n
 
 
-def parameter_counts(model: Any) -> dict[str, int]:
-    """Parameter counts per part: ``vision_tower``, ``projector``, ``language_model`` (with ``lm_head``), ``total``.
+PARTS = ("vision", "projector", "llm", "lora")
+"""The parts of a LLaVA model that parameters are counted and trained by (``part_of``)."""
 
-    Tied weights (an ``lm_head`` sharing the input embeddings) are counted once.
-    """
-    parts = {
-        "vision_tower": model.model.vision_tower,
-        "projector": model.model.multi_modal_projector,
-        "language_model": [model.model.language_model, model.lm_head],
-    }
+
+def part_of(name: str) -> str:
+    """The model part a parameter name belongs to: vision, projector, llm or lora (LoRA matrices)."""
+    if ".lora_" in name:
+        return "lora"
+    if "vision_tower" in name:
+        return "vision"
+    if "multi_modal_projector" in name:
+        return "projector"
+    return "llm"
+
+
+@dataclass
+class PartCount:
+    """Parameter counts of one model part."""
+
+    total: int = 0
+    trainable: int = 0
+
+
+def count_parameters(model: "torch.nn.Module") -> dict[str, PartCount]:
+    """Total and trainable parameters per part (``PARTS``; ``llm`` includes ``lm_head``). Tied weights count once."""
+    counts = {p: PartCount() for p in PARTS}
     seen: set[int] = set()
-    counts: dict[str, int] = {}
-    for name, modules in parts.items():
-        total = 0
-        for module in modules if isinstance(modules, list) else [modules]:
-            for p in module.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    total += p.numel()
-        counts[name] = total
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        c = counts[part_of(name)]
+        c.total += p.numel()
+        if p.requires_grad:
+            c.trainable += p.numel()
+    return counts
+
+
+def parameter_counts(model: "torch.nn.Module") -> dict[str, int]:
+    """Parameters per part (``vision``, ``projector``, ``llm``, ``lora``) and their ``total``; see ``count_parameters``."""
+    counts = {part: c.total for part, c in count_parameters(model).items()}
     counts["total"] = sum(counts.values())
     return counts
 

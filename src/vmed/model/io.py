@@ -28,6 +28,7 @@ from vmed import __version__
 from vmed.errors import UserInputError
 from vmed.model.build import num_image_tokens, parameter_counts
 
+# lazy: transformers and safetensors are imported inside the functions that use them, so importing this module stays light
 __all__ = ["SIDECAR", "save_model", "load_model", "model_info", "read_sidecar", "to_llava_hf_names"]
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from vmed.errors import UserInputError
-from vmed.model.build import build_model
+from vmed.model.build import build_model, padding_image_processor, serving_config
+from vmed.model.tokenizer import build_tiny_tokenizer
 
+# lazy: transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = ["Preset", "PRESETS", "build_preset", "get_preset", "tiny_vision_config", "tiny_text_config", "smollm2_gguf"]
 
 CLIP_L_336 = "openai/clip-vit-large-patch14-336"
@@ -102,8 +104,6 @@ class Preset:
 
 
 def _build_tiny(seed: int) -> tuple[Any, Any]:
-    from vmed.model.tokenizer import build_tiny_tokenizer
-
     tokenizer = build_tiny_tokenizer()
     return build_model(tiny_vision_config(), tiny_text_config(len(tokenizer)), tokenizer=tokenizer, seed=seed)
 
@@ -169,8 +169,6 @@ def build_preset(name: str, seed: int = 0, *, pad_to_square: bool = True) -> tup
 
     ``pad_to_square=False`` keeps the tower's resize + centre crop instead of padding (see ``build_model``).
     """
-    from vmed.model.build import padding_image_processor, serving_config
-
     preset = get_preset(name)
     model, processor = preset.build(seed)
     if not pad_to_square:

@@ -24,14 +24,22 @@ import json
 import os
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmed.config import ModelSpec
-from vmed._io import sha256_file
+from vmed._io import MANIFEST_NAME, sha256_file, write_json_atomic
 from vmed.errors import ConfigError
+from vmed.model.build import build_model, part_of
+from vmed.model.io import load_model
+from vmed.model.presets import PRESETS, build_preset, get_preset
 
+if TYPE_CHECKING:
+    import torch
+
+# lazy: torch, safetensors, peft and transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = [
     "MANIFEST_NAME",
     "PROJECTOR_FILE",
@@ -41,6 +49,7 @@ __all__ = [
     "base_spec",
     "same_base",
     "build_base",
+    "check_base_fingerprint",
     "fingerprint",
     "read_manifest",
     "write_manifest",
@@ -55,7 +64,6 @@ __all__ = [
     "write_model_card",
 ]
 
-MANIFEST_NAME = "run_manifest.json"
 PROJECTOR_FILE = "projector.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 ADAPTER_DIR = "adapter"
@@ -71,11 +79,11 @@ def base_spec(spec: ModelSpec) -> dict[str, Any]:
             f"(got {given or 'none'}); e.g. model.preset=tiny"
         )
     if given[0] == "preset":
-        from vmed.model import get_preset
-
+        assert spec.preset is not None  # `given` holds only the fields that are set
         preset = get_preset(spec.preset)
         return {"kind": "preset", "preset": spec.preset, "vision": preset.vision, "lm": preset.lm, "seed": spec.seed}
     if given[0] == "path":
+        assert spec.path is not None
         return {"kind": "path", "path": str(Path(spec.path).resolve()), "seed": spec.seed}
     if not (spec.vision and spec.lm):
         raise ConfigError("model.vision and model.lm must be given together (HF ids or local paths)")
@@ -91,25 +99,23 @@ def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return fa is None or fb is None or fa == fb
 
 
-def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
+def build_base(base: dict[str, Any], *, dtype: "torch.dtype | None" = None) -> tuple[Any, Any]:
     """Rebuild the untrained base (model, processor) that a manifest's ``base`` entry describes."""
-    import vmed.model as vm
-
     kind = base["kind"]
     if kind == "preset":
-        if base["preset"] not in vm.PRESETS:
-            raise ConfigError(f"unknown model preset {base['preset']!r}; presets: {', '.join(vm.PRESETS)}")
-        preset = vm.PRESETS[base["preset"]]
+        if base["preset"] not in PRESETS:
+            raise ConfigError(f"unknown model preset {base['preset']!r}; presets: {', '.join(PRESETS)}")
+        preset = PRESETS[base["preset"]]
         if preset.offline:
-            model, processor = vm.build_preset(preset.name, seed=base.get("seed", 0))
+            model, processor = build_preset(preset.name, seed=base.get("seed", 0))
         else:  # HF ids: load straight in the training dtype (an 8B model in fp32 first would need 32 GB)
-            model, processor = vm.build_model(preset.vision, preset.lm, dtype=dtype, seed=base.get("seed", 0))
+            model, processor = build_model(preset.vision, preset.lm, dtype=dtype, seed=base.get("seed", 0))
     elif kind == "path":
         if not Path(base["path"]).is_dir():
             raise ConfigError(f"base model directory not found: {base['path']} (model.path)")
-        model, processor = vm.load_model(base["path"], dtype=dtype)
+        model, processor = load_model(base["path"], dtype=dtype)
     elif kind == "ids":
-        model, processor = vm.build_model(base["vision"], base["lm"], dtype=dtype, seed=base.get("seed", 0))
+        model, processor = build_model(base["vision"], base["lm"], dtype=dtype, seed=base.get("seed", 0))
     else:
         raise ConfigError(f"run manifest: unknown base kind {kind!r}")
     if dtype is not None:
@@ -117,7 +123,20 @@ def build_base(base: dict[str, Any], *, dtype: Any = None) -> tuple[Any, Any]:
     return model, processor
 
 
-def fingerprint(model: Any) -> str:
+def check_base_fingerprint(model: "torch.nn.Module", base: dict[str, Any], where: str) -> str:
+    """The fingerprint of ``model``, the base rebuilt from the manifest entry ``base``; raises ConfigError (naming
+    ``where``) when ``base`` records a different one. A base entry without a fingerprint passes."""
+    fp = fingerprint(model)
+    if base.get("fingerprint") and base["fingerprint"] != fp:
+        named = {k: v for k, v in base.items() if k != "fingerprint" and v is not None}
+        raise ConfigError(
+            f"{where}: the base model rebuilt from its manifest ({named}) differs from the one that run was trained on "
+            "(weight fingerprints differ); the base's files or its seed changed since"
+        )
+    return fp
+
+
+def fingerprint(model: "torch.nn.Module") -> str:
     """A cheap sha256 identity of a model's weights: names, shapes and ~64 strided values per tensor.
 
     Values are rounded to bfloat16 first, so the same weights loaded in fp32 or bf16 give the same
@@ -165,17 +184,11 @@ def read_manifest(run_dir: str | os.PathLike, *, what: str = "input run") -> dic
 
 def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Write the manifest atomically (temp file + rename)."""
-    path = Path(run_dir) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(Path(run_dir) / MANIFEST_NAME, manifest, default=str)
 
 
 def library_versions() -> dict[str, str]:
     """Versions of vmed, Python and the libraries that shape training."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("vmed", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "deepspeed", "bitsandbytes"):
         try:
@@ -218,17 +231,6 @@ def load_projector(model: Any, path: str | os.PathLike) -> None:
     sd = load_file(str(path))
     ref = next(iter(projector.parameters()))
     projector.load_state_dict({k: v.to(ref.dtype) for k, v in sd.items()}, strict=True)
-
-
-def part_of(name: str) -> str:
-    """The model part a parameter name belongs to: vision, projector, llm or lora (LoRA matrices)."""
-    if ".lora_" in name:
-        return "lora"
-    if "vision_tower" in name:
-        return "vision"
-    if "multi_modal_projector" in name:
-        return "projector"
-    return "llm"
 
 
 def save_trained_weights(
@@ -304,7 +306,8 @@ def assemble_run(model: Any, run_dir: str | os.PathLike, manifest: dict[str, Any
 
 
 def load_run(
-    run_dir: str | os.PathLike, *, dtype: Any = None, device: Any = None, merge: bool = False, trainable: bool = False,
+    run_dir: str | os.PathLike, *, dtype: "str | torch.dtype | None" = None, device: "str | torch.device | None" = None,
+    merge: bool = False, trainable: bool = False,
     omit_adapter: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Rebuild the model a run directory describes: base -> projector -> merged adapters -> trained weights -> adapter.
@@ -322,12 +325,7 @@ def load_run(
     if manifest.get("status") != "complete":
         raise ConfigError(f"run {run_dir} is not complete (status {manifest.get('status')!r}); finish or resume it first")
     model, _ = build_base(manifest["base"], dtype=dtype)
-    fp = fingerprint(model)
-    if manifest["base"].get("fingerprint") not in (None, fp):
-        raise ConfigError(
-            f"run {run_dir}: the base model rebuilt from {manifest['base']} differs from the one this run was trained on "
-            "(weight fingerprints differ); the base's files or its seed changed"
-        )
+    check_base_fingerprint(model, manifest["base"], f"run {run_dir}")
     processor = AutoProcessor.from_pretrained(str(run_dir))
     last = "omit" if omit_adapter else "merge" if merge else ("trainable" if trainable else "frozen")
     model, _ = assemble_run(model, run_dir, manifest, last_adapter=last)

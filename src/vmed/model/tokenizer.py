@@ -18,6 +18,7 @@ from typing import Any
 from vmed.constants import IMAGE_TOKEN
 from vmed.data.template import BOS, END_HEADER, END_OF_TEXT, EOT, LLAMA3_CHAT_TEMPLATE, START_HEADER
 
+# lazy: tokenizers and transformers are imported inside the functions that use them, so importing this module stays light
 __all__ = ["EMBEDDING_ALIASES", "PAD_TOKEN", "SPECIAL_TOKENS", "build_tiny_tokenizer", "prepare_tokenizer", "tiny_corpus"]
 
 PAD_TOKEN = "<|pad|>"

@@ -42,7 +42,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: s
     import torch
 
     from vmed.model import save_model
-    from vmed.model.runs import MANIFEST_NAME, load_run, read_manifest, write_model_card
+    from vmed.model.runs import load_run, read_manifest, write_manifest, write_model_card
 
     run_dir, output = Path(run_dir), Path(output)
     if dtype not in _DTYPES:
@@ -67,7 +67,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: s
         if manifest.get("adapter"):
             _write_adapter(run_dir / manifest["adapter"], output / ADAPTER_DIR, (output / BASE_DIR).resolve())
             export_info["adapter"] = ADAPTER_DIR
-    (output / MANIFEST_NAME).write_text(json.dumps({**manifest, "export": export_info}, indent=2, default=str) + "\n")
+    write_manifest(output, {**manifest, "export": export_info})
     write_model_card(output, {**manifest, "export": export_info})
     return output
 

@@ -14,35 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmed.config import LoraConfigSpec, PolicyConfig
-from vmed.model.runs import part_of
+from vmed.model.build import PARTS as _PARTS, PartCount, count_parameters, part_of
 
 __all__ = ["PartCount", "apply_policy", "count_parameters", "format_policy", "part_of"]
-
-_PARTS = ("vision", "projector", "llm", "lora")
-
-
-@dataclass
-class PartCount:
-    """Parameter counts of one model part."""
-
-    total: int = 0
-    trainable: int = 0
-
-
-def count_parameters(model: Any) -> dict[str, PartCount]:
-    """Total and trainable parameters per part (vision, projector, llm, lora). Tied weights count once."""
-    counts = {p: PartCount() for p in _PARTS}
-    seen: set[int] = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        c = counts[part_of(name)]
-        c.total += p.numel()
-        if p.requires_grad:
-            c.trainable += p.numel()
-    return counts
-
 
 def format_policy(policy: PolicyConfig, counts: dict[str, PartCount]) -> str:
     """One log line per part: the policy and its trainable / total parameter counts."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmed._io import RUN_FORMAT
 from vmed.config import TrainConfig, to_dict
 from vmed.errors import ConfigError
 
@@ -30,7 +31,6 @@ __all__ = ["StageResult", "run_stage", "check_input", "build_stage_model", "load
 EXPECTED_PARENT = {2: (1,), 3: (2,)}
 """Which stage's output each stage starts from."""
 
-RUN_FORMAT = "vmed-run/1"
 
 
 @dataclass
@@ -285,7 +285,7 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
     Stage 1: the base. Stage 2: base + stage-1 projector. Stage 3: base + stage-2 projector with the
     stage-2 adapter merged (``lora.previous=merge``) or loaded trainable (``continue``).
     """
-    from vmed.model.runs import assemble_run, base_spec, build_base, fingerprint
+    from vmed.model.runs import assemble_run, base_spec, build_base, check_base_fingerprint, fingerprint
 
     if parent is None:
         base = base_spec(cfg.model)
@@ -294,13 +294,7 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
         return model, processor, base, []
     base = dict(parent["base"])
     model, processor = build_base(base, dtype=_dtype(cfg))
-    fp = fingerprint(model)
-    if base.get("fingerprint") and base["fingerprint"] != fp:
-        raise ConfigError(
-            f"init_from {cfg.init_from}: the base model rebuilt from its manifest ({base.get('kind')} "
-            f"{base.get('preset') or base.get('path') or base.get('lm')}) differs from the one that run used "
-            "(weight fingerprints differ); the base's files or seed changed since"
-        )
+    check_base_fingerprint(model, base, f"init_from {cfg.init_from}")
     last = "merge" if cfg.lora.previous == "merge" else "trainable"
     model, merged = assemble_run(model, Path(cfg.init_from), parent, last_adapter=last)
     return model, processor, base, merged

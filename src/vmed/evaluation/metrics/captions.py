@@ -24,6 +24,7 @@ bert-score take raw text and tokenise it themselves.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -32,6 +33,7 @@ import numpy as np
 
 from vmed.evaluation.metrics.coco import java_available
 
+# lazy: sacrebleu, rouge_score, pycocoevalcap and bert_score are imported inside the functions that use them, so importing this module stays light
 __all__ = [
     "BLEU_STATS_WIDTH",
     "bleu_stats",
@@ -192,8 +194,6 @@ class BertScoreSetup:
 def bertscore_setup(model_path: str | os.PathLike) -> BertScoreSetup:
     """The setup for a local encoder directory: its last layer (bert-score's tuned layer table only knows hub
     names), the package's default of no idf, and no rescaling (bert-score ships no baseline for a local model)."""
-    import json
-
     path = os.fspath(model_path)
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):

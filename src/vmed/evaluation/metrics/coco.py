@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+# lazy: pycocoevalcap are imported inside the functions that use them, so importing this module stays light
 __all__ = ["java_available", "ptb_tokenize", "COCO_BLEU_STATS_WIDTH", "coco_bleu_stats", "coco_bleu_from_stats_batch", "coco_rouge_l"]
 
 COCO_BLEU_STATS_WIDTH = 10

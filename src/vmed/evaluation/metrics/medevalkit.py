@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from vmed.evaluation.metrics.normalize import between_tags, last_boxed, parse_response_medevalkit
 
+# lazy: rouge and nltk are imported inside the functions that use them, so importing this module stays light
 __all__ = [
     "prepare_response_medevalkit",
     "judge_judgement_medevalkit",
