@@ -175,7 +175,9 @@ def _merge_place(facts: list[tuple[int, Fact]], disp: dict[int, str]) -> list[tu
     if len(present) != 1 or len(places) != 1:
         return facts
     p, w = present[0], places[0]
-    facts[p] = (facts[p][0], replace(facts[p][1], where=_GENERIC_SUBJECT.match(facts[w][1].text).group(1)))
+    place = _GENERIC_SUBJECT.match(facts[w][1].text)
+    assert place is not None  # w was chosen because it matches
+    facts[p] = (facts[p][0], replace(facts[p][1], where=place.group(1)))
     disp[facts[w][0]] = "stated"  # said, inside the finding's sentence
     return [x for k, x in enumerate(facts) if k != w]
 
@@ -205,6 +207,7 @@ def _shared_predicates(texts: list[str]) -> list[str]:
             out.append(members[0][0])
             continue
         m = _PREDICATE.match(members[0][0])
+        assert m is not None  # statements share a group only under a predicate key, which needs the match
         out.append(f"{_series([str(subject) for _, subject in members], 'and')} {_PLURAL_VERB[m.group('verb')]}{m.group('rest')}")
     return out
 
