@@ -242,7 +242,6 @@ def setup_model(run: _Run) -> _Model:
     """The model to train: base (+ earlier stages) -> 4-bit (QLoRA) -> attention kernel -> policy, logged with counts."""
     from vmed.model import num_image_tokens
     from vmed.training.policy import apply_policy, count_parameters, format_policy
-
     from vmed.training.trainer import model_build_context
 
     cfg = run.cfg
