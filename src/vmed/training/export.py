@@ -28,7 +28,7 @@ from typing import Any
 from vmed.errors import ConfigError
 from vmed.model.io import to_llava_hf_names
 
-__all__ = ["export_run", "to_llava_hf_names", "BASE_DIR", "ADAPTER_DIR"]
+__all__ = ["export_run", "write_export_card", "to_llava_hf_names", "BASE_DIR", "ADAPTER_DIR"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_DIR = "base"
@@ -147,7 +147,7 @@ tags: [vmed, llava, medical, visual-dialogue, stage-{manifest.get('stage')}]
 - **Holds:** {holds}.
 - **From run:** `{export.get('from_run')}` (its manifest is `run_manifest.json`).
 - **System prompt:** {_system_prompt(processor)}.
-- **Images:** {_preprocessing(processor)}. The processor does this itself, so transformers, vLLM and vmed see the same pixels.
+- **Images:** {_preprocessing(processor)}. The saved processor does this itself (`LlavaImageProcessor`, `do_pad`), so every engine that uses it sees the same pixels.
 
 ## Load
 {load}
