@@ -19,6 +19,7 @@ def test_train_help_launch_examples_name_a_runnable_module():
     text = " ".join(helped.stdout.split())
     modules = set(re.findall(r"-m\s+([\w.]+)\s+train\b", text))
     assert "accelerate launch" in text and "torchrun" in text
+    assert "--config FILE KEY=VALUE" in text  # the override syntax is shown (a [bracketed] form was eaten as markup)
     assert modules == {"vmed"}, modules  # not vmed.cli, which has no __main__
     for module in modules:  # the example's module form really reaches `vmed train`
         listed = _run("-m", module, "train", "--list-keys")

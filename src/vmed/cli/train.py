@@ -19,7 +19,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="stage YAML, e.g. configs/tiny-phantom/stage1.yaml"),
     list_keys: bool = typer.Option(False, "--list-keys", help="print every config key with its type, default and help, then exit"),
 ) -> None:
-    """Run one training stage: vmed train --config FILE [key=value ...] (dotted overrides, e.g. optim.lr=1e-3).
+    """Run one training stage: vmed train --config FILE KEY=VALUE ... (dotted overrides, e.g. optim.lr=1e-3).
 
     Several processes (GPUs, or CPU processes on gloo): the same arguments after a launcher, e.g.
     `accelerate launch --config_file configs/accelerate/fsdp.yaml -m vmed train --config FILE` or
