@@ -21,10 +21,12 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="stage YAML, e.g. configs/tiny-phantom/stage1.yaml"),
     list_keys: bool = typer.Option(False, "--list-keys", help="print every config key with its type, default and help, then exit"),
 ) -> None:
-    """Run one training stage: vmed train --config FILE [key=value ...] (dotted overrides, e.g. optim.lr=1e-3).
+    """Run one training stage: vmed train --config FILE KEY=VALUE ... (dotted overrides, e.g. optim.lr=1e-3).
 
-    Multi-GPU: the same command under `accelerate launch --config_file configs/accelerate/<x>.yaml -m vmed.cli ...`.
-    Rerunning a command resumes from the latest complete checkpoint in its output_dir.
+    Several processes (GPUs, or CPU processes on gloo): the same arguments after a launcher, e.g.
+    `accelerate launch --config_file configs/accelerate/fsdp.yaml -m vmed train --config FILE` or
+    `torchrun --nproc_per_node 8 -m vmed train --config FILE`. Rerunning a command resumes from the latest
+    complete checkpoint in its output_dir.
     """
     from vmed.config import describe_keys, load_config
 

@@ -28,7 +28,7 @@ from typing import Any
 from vmed.errors import ConfigError
 from vmed.model.io import to_llava_hf_names
 
-__all__ = ["export_run", "to_llava_hf_names", "BASE_DIR", "ADAPTER_DIR"]
+__all__ = ["export_run", "write_export_card", "to_llava_hf_names", "BASE_DIR", "ADAPTER_DIR"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_DIR = "base"
@@ -42,7 +42,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: s
     import torch
 
     from vmed.model import save_model
-    from vmed.model.runs import load_run, read_manifest, write_manifest, write_model_card
+    from vmed.model.runs import load_run, read_manifest, write_manifest
 
     run_dir, output = Path(run_dir), Path(output)
     if dtype not in _DTYPES:
@@ -68,7 +68,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool, dtype: s
             _write_adapter(run_dir / manifest["adapter"], output / ADAPTER_DIR, (output / BASE_DIR).resolve())
             export_info["adapter"] = ADAPTER_DIR
     write_manifest(output, {**manifest, "export": export_info})
-    write_model_card(output, {**manifest, "export": export_info})
+    write_export_card(output, manifest, export_info, processor)
     return output
 
 
@@ -79,3 +79,81 @@ def _write_adapter(source: Path, dest: Path, base: Path) -> None:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = str(base)
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _preprocessing(processor: Any) -> str:
+    """How the saved image processor prepares an image, in words (read from the processor, not assumed)."""
+    ip = processor.image_processor
+    crop = getattr(ip, "crop_size", None) or {}
+    size = getattr(ip, "size", None) or {}
+    side = crop.get("height") if getattr(ip, "do_center_crop", False) else (size.get("shortest_edge") or size.get("height"))
+    if getattr(ip, "do_pad", False):
+        return f"padded to a square with the mean colour (nothing is cropped, as in LLaVA-1.5 / LLaVA-Med), then resized to {side} px"
+    return f"short side resized, then the centre {side} px square cropped (the parts outside it are not seen)"
+
+
+def _system_prompt(processor: Any) -> str:
+    from vmed.constants import DEFAULT_SYSTEM_PROMPT
+
+    if DEFAULT_SYSTEM_PROMPT in (getattr(processor, "chat_template", None) or ""):
+        return (f"the chat template inserts the system prompt training used when a conversation has none: "
+                f"\"{DEFAULT_SYSTEM_PROMPT}\"")
+    return (f"this directory's chat template adds no system prompt; training used \"{DEFAULT_SYSTEM_PROMPT}\", "
+            "so pass it as the system message")
+
+
+def write_export_card(output: Path, manifest: dict[str, Any], export: dict[str, Any], processor: Any) -> Path:
+    """README.md of an export: what it holds, its base, the system prompt, the image preprocessing, how to load it."""
+    base = manifest.get("base", {})
+    origin = {"preset": f"vmed preset `{base.get('preset')}` (seed {base.get('seed')})",
+              "path": f"the model directory `{base.get('path')}`",
+              "ids": f"vision `{base.get('vision')}` + language model `{base.get('lm')}`"}.get(base.get("kind"), str(base))
+    out = output.resolve()
+    if export.get("merged"):
+        holds = f"one plain Hugging Face LLaVA directory: {origin}, with the run's projector and every LoRA adapter merged in"
+        load = f"""```python
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = AutoModelForImageTextToText.from_pretrained("{out}")
+processor = AutoProcessor.from_pretrained("{out}")
+```
+```bash
+vllm serve {out} --chat-template {out}/chat_template.jinja --chat-template-content-format openai
+```"""
+    else:
+        holds = (f"`{BASE_DIR}/`, a plain Hugging Face LLaVA directory ({origin}, with the run's projector, earlier stages' "
+                 f"adapters merged and any weights trained in full)"
+                 + (f", and `{ADAPTER_DIR}/`, the run's peft LoRA adapter; its `base_model_name_or_path` is `{out / BASE_DIR}`, "
+                    f"the only base it reproduces the run on" if export.get("adapter") else "; the run has no adapter"))
+        peft = (f"""from peft import PeftModel
+model = PeftModel.from_pretrained(model, "{out / ADAPTER_DIR}")
+""" if export.get("adapter") else "")
+        lora = (f" \\\n    --enable-lora --lora-modules vmed={out / ADAPTER_DIR} --max-lora-rank "
+                f"{(manifest.get('config', {}).get('lora') or {}).get('r', 64)}" if export.get("adapter") else "")
+        load = f"""```python
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = AutoModelForImageTextToText.from_pretrained("{out / BASE_DIR}")
+processor = AutoProcessor.from_pretrained("{out / BASE_DIR}")
+{peft}```
+```bash
+vllm serve {out / BASE_DIR} --chat-template {out / BASE_DIR}/chat_template.jinja --chat-template-content-format openai{lora}
+```
+(vLLM's `--enable-lora` needs a vLLM whose LLaVA model supports LoRA; see vmed's docs/serve.md.)"""
+    text = f"""---
+library_name: transformers
+tags: [vmed, llava, medical, visual-dialogue, stage-{manifest.get('stage')}]
+---
+# vmed export of a stage-{manifest.get('stage')} run
+
+- **Holds:** {holds}.
+- **From run:** `{export.get('from_run')}` (its manifest is `run_manifest.json`).
+- **System prompt:** {_system_prompt(processor)}.
+- **Images:** {_preprocessing(processor)}. The saved processor does this itself (`LlavaImageProcessor`, `do_pad`), so every engine that uses it sees the same pixels.
+
+## Load
+{load}
+
+This model is a research artifact trained by vmed; it is not a medical device and must not be used for diagnosis.
+"""
+    path = output / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -26,7 +26,7 @@ from vmed._io import RUN_FORMAT
 from vmed.config import TrainConfig, to_dict
 from vmed.errors import ConfigError
 
-__all__ = ["StageResult", "run_stage", "check_input", "build_stage_model", "load_records"]
+__all__ = ["StageResult", "run_stage", "check_input", "build_stage_model", "parent_processor", "load_records"]
 
 EXPECTED_PARENT = {2: (1,), 3: (2,)}
 """Which stage's output each stage starts from."""
@@ -109,10 +109,13 @@ def setup(cfg: TrainConfig) -> _Run:
     """Check everything that can be checked without the model, pick the checkpoint, mark the run ``running``."""
     from transformers import set_seed
 
-    from vmed.training.trainer import check_precision, training_arguments
+    from vmed.training.trainer import check_precision, follow_runtime_precision, training_arguments
 
     check_precision(cfg)
     parent = check_input(cfg)
+    note = follow_runtime_precision(cfg)
+    if note:
+        _echo(note)
     args = training_arguments(cfg, has_eval=bool(cfg.data.validation))
     resume_from = _prepare_output(cfg)
     train_records, report = _checked_records(cfg, cfg.data.train, "data.train")
@@ -239,9 +242,11 @@ def setup_model(run: _Run) -> _Model:
     """The model to train: base (+ earlier stages) -> 4-bit (QLoRA) -> attention kernel -> policy, logged with counts."""
     from vmed.model import num_image_tokens
     from vmed.training.policy import apply_policy, count_parameters, format_policy
+    from vmed.training.trainer import model_build_context
 
     cfg = run.cfg
-    model, processor, base, merged = build_stage_model(cfg, run.parent)
+    with model_build_context():
+        model, processor, base, merged = build_stage_model(cfg, run.parent)
     if cfg.runtime.quantization == "4bit":
         from vmed.training.quantize import load_4bit
 
@@ -292,12 +297,35 @@ def build_stage_model(cfg: TrainConfig, parent: dict[str, Any] | None) -> tuple[
         model, processor = build_base(base, dtype=_dtype(cfg))
         base["fingerprint"] = fingerprint(model)
         return model, processor, base, []
+    assert cfg.init_from is not None  # the parent manifest was read from it
     base = dict(parent["base"])
     model, processor = build_base(base, dtype=_dtype(cfg))
     check_base_fingerprint(model, base, f"init_from {cfg.init_from}")
     last = "merge" if cfg.lora.previous == "merge" else "trainable"
     model, merged = assemble_run(model, Path(cfg.init_from), parent, last_adapter=last)
-    return model, processor, base, merged
+    return model, parent_processor(Path(cfg.init_from), processor, model), base, merged
+
+
+def parent_processor(run_dir: str | os.PathLike, fresh: Any, model: Any) -> Any:
+    """The processor of the input run, so that a stage sees images (and text) as its parent was trained on them.
+
+    A base rebuilt today gets today's defaults (pad to square); a parent saved before that change centre-crops,
+    and its projector learned from centre-cropped images. So the parent's saved processor is used, never the
+    fresh one, and the model's serving fields (``image_aspect_ratio``) follow its ``do_pad``. A difference is logged.
+    """
+    from transformers import AutoProcessor
+
+    from vmed.model.build import serving_config
+
+    processor = AutoProcessor.from_pretrained(str(run_dir))
+    pad = bool(getattr(processor.image_processor, "do_pad", False))
+    config = model.get_base_model().config if hasattr(model, "peft_config") else model.config
+    for key, value in serving_config(pad).items():
+        setattr(config, key, value)
+    if pad != bool(getattr(fresh.image_processor, "do_pad", False)):
+        _echo(f"image preprocessing kept from {run_dir}: " + ("pad to square" if pad else "resize + centre crop (do_pad false)")
+              + "; a base built now would " + ("centre-crop" if pad else "pad to square"))
+    return processor
 
 
 # --------------------------------------------------------------------------- data
@@ -434,6 +462,11 @@ def _save_weights(run: _Run, m: _Model, state_dict: dict[str, Any] | None) -> di
     if hasattr(unwrapped, "peft_config"):
         adapter = ADAPTER_DIR
         unwrapped.save_pretrained(str(out / ADAPTER_DIR), state_dict=state_dict)
+        if run.trainer.is_fsdp_enabled:  # peft finds no LoRA layer by name inside FSDP's wrappers: write its tensors
+            from vmed.training.trainer import save_fsdp_adapter_weights
+
+            assert state_dict is not None  # _gathered_state_dict returns the gathered dict whenever FSDP is on
+            save_fsdp_adapter_weights(unwrapped, state_dict, out / ADAPTER_DIR)
     merged = []
     for i, src in enumerate(m.merged):
         rel = f"{MERGED_DIR}/{i:02d}"

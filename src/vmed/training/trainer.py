@@ -13,12 +13,13 @@ accelerate, evaluation, TensorBoard, progress bars, RNG and data-position restor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
 import os
 import typing
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import transformers
@@ -28,7 +29,9 @@ from vmed.config import TrainConfig
 from vmed.data.collate import LengthGroupedSampler
 from vmed.errors import ConfigError
 
-__all__ = ["VmedTrainer", "TRAINABLE_FILE", "training_arguments", "check_precision", "resolve_report_to"]
+__all__ = ["VmedTrainer", "TRAINABLE_FILE", "training_arguments", "check_precision", "resolve_report_to",
+           "follow_runtime_precision", "cpu_fsdp_environment", "model_build_context",
+           "save_fsdp_adapter_weights"]
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -164,6 +167,22 @@ def _check_passthrough_type(key: str, value: Any, annotation: Any) -> None:
         raise ConfigError(f"config key 'trainer.{key}': expected {expected.__name__}, got {value!r}")
 
 
+def follow_runtime_precision(cfg: TrainConfig) -> str | None:
+    """Make a launcher's ``mixed_precision`` (``ACCELERATE_MIXED_PRECISION``) agree with ``runtime.precision``.
+
+    The Trainer takes the launcher's value whenever bf16 and fp16 are both off, so the shipped accelerate files'
+    ``mixed_precision: bf16`` would silently turn a ``runtime.precision=fp32`` run into bf16 autocast (and DeepSpeed
+    would refuse the mismatch). The vmed config decides; returns a note to log when the launcher asked otherwise.
+    """
+    wanted = {"bf16": "bf16", "fp16": "fp16"}.get(cfg.runtime.precision, "no")
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher is None or launcher == wanted:
+        return None
+    os.environ["ACCELERATE_MIXED_PRECISION"] = wanted
+    return (f"runtime.precision={cfg.runtime.precision} decides the precision; the launcher's mixed_precision={launcher} "
+            "is ignored (set runtime.precision to change it)")
+
+
 def training_arguments(cfg: TrainConfig, *, has_eval: bool) -> TrainingArguments:
     """TrainingArguments from a stage config (the Trainer's output_dir is the run directory), plus ``cfg.trainer``.
 
@@ -203,6 +222,53 @@ def _clean_name(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def model_build_context() -> Iterator[None]:
+    """Build the model with whole weights on every process unless the launcher asked for ZeRO-3 init.
+
+    Under a ZeRO-3 launch transformers builds every model inside ``deepspeed.zero.Init`` (partitioned at creation)
+    as soon as TrainingArguments exist, whatever the accelerate file's ``zero3_init_flag`` says; with the shipped
+    ``zero3_init_flag: false`` that is not what was asked, and on CPU it fails ("Cannot copy out of meta tensor").
+    Here zero-3 init is off while the model is built (DeepSpeed still shards it when the engine starts), unless
+    ``ACCELERATE_DEEPSPEED_ZERO3_INIT`` is true.
+    """
+    from transformers.integrations import deepspeed as hf_ds
+
+    ref = hf_ds._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    if config is None or os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_INIT", "false").lower() == "true":
+        yield
+        return
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_ds.set_hf_deepspeed_config(config)
+
+
+def _wants_fsdp() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def cpu_fsdp_environment() -> bool:
+    """On a CPU-only FSDP launch, turn ``sync_module_states`` off before accelerate reads it; returns whether it did.
+
+    ``sync_module_states`` (rank 0's weights broadcast to the others at wrap time; ``true`` in the shipped
+    ``configs/accelerate/fsdp.yaml``, which GPU launches keep) makes accelerate refuse to start without an
+    accelerator device. It is not needed here: every process rebuilds the same base from the run manifest
+    (fingerprint-checked) and seeds the same LoRA initialisation; ``tests/integration/test_distributed.py``
+    checks the losses against one process. So the shipped file runs on CPU unchanged.
+    """
+    from accelerate.utils import get_torch_accelerator_backend
+
+    if not _wants_fsdp() or get_torch_accelerator_backend()[0] is not None:
+        return False
+    if os.environ.get("FSDP_SYNC_MODULE_STATES", "false").lower() not in ("true", "1"):
+        return False
+    os.environ["FSDP_SYNC_MODULE_STATES"] = "false"
+    return True
+
+
 def enable_fsdp_on_cpu(accelerator: Any) -> bool:
     """Turn a CPU launch that asked for FSDP into FSDP; returns whether it did.
 
@@ -210,15 +276,14 @@ def enable_fsdp_on_cpu(accelerator: Any) -> bool:
     ``AcceleratorState`` ignores ``ACCELERATE_USE_FSDP`` and silently trains plain DDP, although torch's FSDP runs on
     gloo. Here the state is switched to FSDP with the plugin accelerate itself builds from the launcher's
     ``FSDP_*`` environment (the accelerate config file), so that a CPU run takes the same FSDP code path as a GPU
-    one. Nothing changes on GPU launches, or on CPU launches that did not ask for FSDP. (A CPU launch also needs
-    ``--fsdp_sync_module_states false``: accelerate's plugin needs an accelerator device for that option, and every
-    process builds the same weights anyway.)
+    one. Nothing changes on GPU launches, or on CPU launches that did not ask for FSDP.
+
+    ``sync_module_states`` must already be off (``cpu_fsdp_environment``).
     """
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = accelerator.state
-    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if not wanted or state.distributed_type != DistributedType.MULTI_CPU:
+    if not _wants_fsdp() or state.distributed_type != DistributedType.MULTI_CPU:
         return False
     plugin = FullyShardedDataParallelPlugin()
     state.fsdp_plugin = plugin
@@ -242,6 +307,30 @@ def fsdp_state_dict(model: Any, *, trainable_only: bool) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in get_model_state_dict(model, options=options).items()}
 
 
+def save_fsdp_adapter_weights(model: Any, state_dict: dict[str, Any], adapter_dir: str | os.PathLike) -> int:
+    """Write the LoRA tensors of an FSDP-trained PeftModel as peft's ``adapter_model.safetensors``; returns their count.
+
+    peft (0.19) picks an adapter's tensors by the names of its LoRA modules, and inside FSDP 1's wrappers those
+    names carry ``_fsdp_wrapped_module.``, so ``save_pretrained`` writes an empty adapter. The full state dict's
+    names are clean; the LoRA ones get peft's saved form (the adapter name dropped: ``lora_A.default.weight`` ->
+    ``lora_A.weight``), the same file a 1-process run writes.
+    """
+    from safetensors.torch import save_file
+
+    names = {_clean_name(n) for n, p in model.named_parameters() if p.requires_grad and ".lora_" in n}
+    adapters = list(getattr(model, "peft_config", {}) or ["default"])
+    tensors = {}
+    for name in names:
+        if name not in state_dict:
+            raise RuntimeError(f"LoRA weight {name} is missing from the gathered FSDP state dict")
+        key = name
+        for adapter in adapters:
+            key = key.replace(f".{adapter}.", ".")
+        tensors[key] = state_dict[name].detach().cpu().contiguous()
+    save_file(tensors, os.path.join(adapter_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
+    return len(tensors)
+
+
 class VmedTrainer(Trainer):
     """``transformers.Trainer`` with trainable-only checkpoints, a projector learning rate and known lengths."""
 
@@ -250,6 +339,7 @@ class VmedTrainer(Trainer):
         self.projector_lr = projector_lr
 
     def create_accelerator_and_postprocess(self) -> None:
+        cpu_fsdp_environment()
         super().create_accelerator_and_postprocess()
         if enable_fsdp_on_cpu(self.accelerator):
             self.is_fsdp_enabled = True
