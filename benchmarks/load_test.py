@@ -31,19 +31,21 @@ import itertools
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+from _fuzz_api import huge_png_header  # noqa: E402  (shared with the tests)
 
 BAD_KINDS = ("huge_image", "bad_base64", "truncated_png", "truncated_dicom", "oversized_body")
 EXPECTED = {"valid": 200, "huge_image": 400, "bad_base64": 400, "truncated_png": 400, "truncated_dicom": 400, "oversized_body": 413}
@@ -57,15 +59,6 @@ def png_bytes(size: int = 64, seed: int = 0) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def huge_png_header(width: int = 20000, height: int = 20000) -> bytes:
-    """A PNG whose header claims 400 MP; its pixel data is a token (it must be refused from the header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100_000)) + chunk(b"IEND", b"")
 
 
 def dicom_bytes(size: int = 64) -> bytes:

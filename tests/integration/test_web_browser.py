@@ -2,14 +2,13 @@
 
 Uploads a phantom image, asks two questions and checks that the streamed answers are the engine's,
 switches to a DICOM slice (rendered windowed by the server), downloads the transcript (dialogue
-records) and resets. Skips with the reason when Chromium or Playwright is missing. Set
-``VMED_WRITE_SCREENSHOT=1`` to refresh ``docs/screenshot-web.png``.
+records) and resets. Skips with the reason when Chromium or Playwright is missing. The README's
+screenshots come from ``scripts/screenshots.py`` (a trained model), not from this test.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _browser(playwright):
@@ -110,9 +108,6 @@ def test_upload_chat_switch_download_reset(engine, tmp_path):
             second = ask(q2, 2)
             raw_first = "" if first == "(empty answer)" else first
             assert second == _expected(engine, image, [(q1, raw_first)], q2)
-            page.screenshot(path=str(tmp_path / "chat.png"))
-            if os.environ.get("VMED_WRITE_SCREENSHOT") == "1":
-                shutil.copy(tmp_path / "chat.png", REPO / "docs" / "screenshot-web.png")
 
             page.select_option("#preset", "lung")  # applies to the next upload
             page.set_input_files("#file", str(dcm))

@@ -46,6 +46,8 @@ def png_bytes(size: int = 16, seed: int = 0) -> bytes:
 
 
 def huge_png_header(width: int = 30000, height: int = 30000) -> bytes:
+    """A PNG whose header claims width x height, with a token IDAT: it must be refused from the header alone.
+    (Also used by test_api_limits.py and benchmarks/load_test.py.)"""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

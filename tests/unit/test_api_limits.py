@@ -15,15 +15,15 @@ import io
 import json
 import logging
 import socket
-import struct
 import threading
 import time
-import zlib
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from _fuzz_api import huge_png_header
 
 from vmed.inference.params import GenParams, GenResult
 from vmed.serve.api import create_app, messages_to_conversation, serve_in_thread
@@ -79,15 +79,6 @@ def png_bytes(size=(32, 32), color=(120, 30, 200)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def huge_png_header(width: int = 20000, height: int = 20000) -> bytes:
-    """A PNG whose header claims width x height, with a token IDAT: it must be refused from the header alone."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
 
 
 def data_url(data: bytes, media_type: str = "image/png") -> str:
