@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _train_helpers import phantoms_and_stage1
 
 from vmed.training.checkpoint import read_loss_log
 
@@ -99,17 +100,8 @@ def _stage2(tmp: Path, out: Path, batch: int) -> list[str]:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     """Phantoms, a 1-step stage-1 run, and the 1-process stage-2 reference (batch 4)."""
-    from vmed.config import load_config
-    from vmed.data.phantom import generate_phantoms
-    from vmed.training.stages import run_stage
-
     tmp = tmp_path_factory.mktemp("accelerate")
-    generate_phantoms(tmp / "ph", 24, seed=0)
-    run_stage(load_config(None, [
-        "stage=1", "model.preset=tiny", f"output_dir={tmp / 'stage1'}", f"data.train={tmp / 'ph' / 'train.jsonl'}",
-        "data.records=describe", "data.max_length=256", "optim.batch_size=4", "optim.max_steps=1",
-        "runtime.save_steps=0", "runtime.progress_bar=false", "runtime.report_to=none",
-    ]))
+    phantoms_and_stage1(tmp)
     one = subprocess.run([sys.executable, "-m", "vmed", *_stage2(tmp, tmp / "one", 4)],
                          capture_output=True, text=True, env=_env(), timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _train_helpers import phantoms_and_stage1
 
 from vmed.training.checkpoint import COMPLETE_MARKER, read_loss_log
 
@@ -40,17 +41,8 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from vmed.config import load_config
-    from vmed.data.phantom import generate_phantoms
-    from vmed.training.stages import run_stage
-
     tmp = tmp_path_factory.mktemp("resume")
-    generate_phantoms(tmp / "ph", 24, seed=0)
-    run_stage(load_config(None, [
-        "stage=1", "model.preset=tiny", f"output_dir={tmp / 'stage1'}", f"data.train={tmp / 'ph' / 'train.jsonl'}",
-        "data.records=describe", "data.max_length=256", "optim.batch_size=4", "optim.max_steps=1",
-        "runtime.save_steps=0", "runtime.progress_bar=false", "runtime.report_to=none",
-    ]))
+    phantoms_and_stage1(tmp)
     full = tmp / "full"
     subprocess.run(_cmd(tmp / "ph", full, tmp / "stage1"), check=True, env=_env(), capture_output=True, timeout=600)
     return tmp, read_loss_log(full / "train_log.jsonl")
