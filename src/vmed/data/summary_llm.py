@@ -15,6 +15,8 @@ from typing import Sequence
 from vmed.data.schema import Turn
 from vmed.errors import UserInputError
 
+# lazy: openai, torch and transformers are imported inside the functions that use them: only the LLM summarizer needs them, not the template one
+
 __all__ = ["DEFAULT_LLM_PROMPT", "OpenAIBackend", "HFBackend", "dialogue_text"]
 
 DEFAULT_LLM_PROMPT = """You are a radiologist writing a short note about one medical image.

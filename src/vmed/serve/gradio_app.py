@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# lazy: gradio and openai (the optional extra vmed[gradio]) are imported inside the functions that use them, so importing this module needs neither
+
 __all__ = ["EndpointChat", "ChatState", "build_demo", "launch", "launch_options", "openai_messages"]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a closed network

@@ -20,6 +20,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vmed.serve.settings import DEFAULT_LIMITS, ServeLimits
 
+# lazy: uvicorn (the optional extra vmed[serve]) is imported inside the functions that start a server
+
 __all__ = ["HeaderTimeoutProtocol", "uvicorn_config", "serve_in_thread"]
 
 

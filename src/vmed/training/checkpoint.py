@@ -28,6 +28,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+# lazy: safetensors is imported inside verify_checkpoint, the one function that reads a checkpoint's weights
+
 __all__ = [
     "COMPLETE_MARKER",
     "CompletionMarker",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# lazy: torch, transformers and peft are imported inside the functions that use them, so the config checks here stay light
+
 __all__ = ["QLORA_SKIP_MODULES", "qlora_config", "load_4bit"]
 
 QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]

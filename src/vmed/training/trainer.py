@@ -29,6 +29,8 @@ from vmed.config import TrainConfig
 from vmed.data.collate import LengthGroupedSampler
 from vmed.errors import ConfigError
 
+# lazy: the distributed-only helpers (torch.distributed.checkpoint, accelerate.utils, transformers.integrations) and safetensors are imported on the code paths that use them
+
 __all__ = ["VmedTrainer", "TRAINABLE_FILE", "training_arguments", "check_precision", "resolve_report_to",
            "follow_runtime_precision", "cpu_fsdp_environment", "model_build_context",
            "save_fsdp_adapter_weights"]

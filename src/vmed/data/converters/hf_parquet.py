@@ -17,6 +17,8 @@ from typing import Iterator
 from vmed.data.converters.base import SPLIT_ALIASES, ConvertOptions, DataFormatError, QARow, Tally, image_stem, record_id
 from vmed.errors import UserInputError
 
+# lazy: pyarrow (the optional extra vmed[data]) is imported inside the functions that use it, so the other converters never need it
+
 __all__ = ["HfParquetConverter"]
 
 _EXT = {"jpeg": "jpg", "png": "png", "bmp": "bmp", "tiff": "tif", "dicom": "dcm"}
