@@ -25,6 +25,9 @@ from typing import Any
 from vmed._io import MANIFEST_NAME
 from vmed.config import TrainConfig, load_config
 
+# lazy: the training, inference and evaluation packages (and torch under them) are imported inside the functions:
+# run_demo must call passive_omp_waiting() before torch loads, because libgomp reads OMP_WAIT_POLICY only then
+
 __all__ = ["passive_omp_waiting", "DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate"]
 
 DEMO_PHANTOMS = {"n": 2400, "size": 64}

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from vmed.data.schema import Dialogue
     from vmed.data.summaries import Summarizer
 
+# lazy: tqdm is imported only when a progress bar is drawn
+
 __all__ = [
     "ConvertJob",
     "Conversion",

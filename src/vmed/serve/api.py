@@ -53,6 +53,8 @@ from vmed.serve.server import serve_in_thread
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+# lazy: vmed.imaging (numpy, PIL, pydicom: about 0.8 s) is imported only by the routes that need its window presets
+
 __all__ = ["create_app", "Conversation", "Prepared", "messages_to_conversation", "prepare_request", "serve_in_thread"]
 
 log = logging.getLogger("vmed.serve")

@@ -30,6 +30,8 @@ from typing import IO, Any, Iterable
 from vmed.constants import DEFAULT_SYSTEM_PROMPT
 from vmed.errors import UserInputError, VmedError
 
+# lazy: vmed.imaging (numpy, PIL, pydicom: about 0.8 s) is imported when the first image is loaded
+
 __all__ = ["ChatRepl", "Context", "HELP"]
 
 HELP = """\

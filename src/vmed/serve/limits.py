@@ -36,6 +36,8 @@ from starlette.exceptions import HTTPException
 
 from vmed.serve.settings import DEFAULT_LIMITS, ServeLimits
 
+# lazy: vmed.imaging (numpy, PIL, pydicom: about 0.8 s) is imported by the image decoder only
+
 __all__ = [
     "ApiError",
     "ServeLimits",

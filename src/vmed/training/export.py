@@ -28,6 +28,8 @@ from typing import Any
 from vmed.errors import ConfigError
 from vmed.model.io import to_llava_hf_names
 
+# lazy: torch and the model modules are imported inside export_run, so importing this module stays light
+
 __all__ = ["export_run", "write_export_card", "to_llava_hf_names", "BASE_DIR", "ADAPTER_DIR"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmed.config import LoraConfigSpec, PolicyConfig
+from vmed.errors import ConfigError
 from vmed.model.build import PARTS as _PARTS, PartCount, count_parameters, part_of
+
+# lazy: peft is imported inside the functions that attach LoRA, so the policy checks stay light
 
 __all__ = ["PartCount", "apply_policy", "count_parameters", "format_policy", "part_of"]
 
@@ -34,8 +37,6 @@ def format_policy(policy: PolicyConfig, counts: dict[str, PartCount]) -> str:
 
 
 def _check_lora_targets(model: Any, regex: str) -> None:
-    from vmed.errors import ConfigError
-
     pattern = re.compile(regex)
     matched = [n for n, _ in model.named_modules() if pattern.fullmatch(n)]
     if not matched:

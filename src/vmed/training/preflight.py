@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 from vmed.errors import ConfigError
 
+# lazy: vmed.imaging (numpy, PIL, pydicom: about 0.8 s) and tqdm are imported inside the pre-flight pass that uses them
+
 __all__ = ["PreflightReport", "preflight_images", "allowed_bad"]
 
 MAX_LISTED = 20

@@ -26,6 +26,9 @@ from vmed._io import RUN_FORMAT
 from vmed.config import TrainConfig, to_dict
 from vmed.errors import ConfigError
 
+# lazy: torch, transformers and the model, data and trainer modules are imported inside the step functions that use
+# them, so importing this module stays light (about 0.16 s; torch is not loaded)
+
 __all__ = ["StageResult", "run_stage", "check_input", "build_stage_model", "parent_processor", "load_records"]
 
 EXPECTED_PARENT = {2: (1,), 3: (2,)}
