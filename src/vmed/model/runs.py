@@ -62,6 +62,7 @@ __all__ = [
     "save_projector",
     "load_projector",
     "write_model_card",
+    "describe_base",
 ]
 
 PROJECTOR_FILE = "projector.safetensors"
@@ -334,16 +335,21 @@ def load_run(
     return model, processor, manifest
 
 
+def describe_base(base: dict[str, Any]) -> str:
+    """A manifest's base entry in words, for model cards: the preset and seed, the model directory, or the HF ids."""
+    return {
+        "preset": f"vmed preset `{base.get('preset')}` (seed {base.get('seed')})",
+        "path": f"the model directory `{base.get('path')}`",
+        "ids": f"vision `{base.get('vision')}` + language model `{base.get('lm')}`",
+    }.get(str(base.get("kind")), str(base))
+
+
 def write_model_card(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """A short README.md: what the run is, its base, policy, data, metrics, and how to use it."""
     run_dir = Path(run_dir)
     cfg = manifest.get("config", {})
     base = manifest.get("base", {})
-    base_txt = {
-        "preset": f"vmed preset `{base.get('preset')}` (seed {base.get('seed')})",
-        "path": f"model directory `{base.get('path')}`",
-        "ids": f"vision `{base.get('vision')}` + language model `{base.get('lm')}`",
-    }.get(base.get("kind"), str(base))
+    base_txt = describe_base(base)
     metrics = manifest.get("metrics", {})
     metric_lines = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     policy = cfg.get("policy", {})

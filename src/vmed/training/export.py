@@ -106,10 +106,9 @@ def _system_prompt(processor: Any) -> str:
 
 def write_export_card(output: Path, manifest: dict[str, Any], export: dict[str, Any], processor: Any) -> Path:
     """README.md of an export: what it holds, its base, the system prompt, the image preprocessing, how to load it."""
-    base = manifest.get("base", {})
-    origin = {"preset": f"vmed preset `{base.get('preset')}` (seed {base.get('seed')})",
-              "path": f"the model directory `{base.get('path')}`",
-              "ids": f"vision `{base.get('vision')}` + language model `{base.get('lm')}`"}.get(base.get("kind"), str(base))
+    from vmed.model.runs import describe_base
+
+    origin = describe_base(manifest.get("base", {}))
     out = output.resolve()
     if export.get("merged"):
         holds = f"one plain Hugging Face LLaVA directory: {origin}, with the run's projector and every LoRA adapter merged in"
