@@ -23,7 +23,7 @@ from typing import Sequence
 from vmed.data.schema import Turn
 from vmed.data.summary_lead import lead
 from vmed.data.summary_template import Fact, read_turn
-from vmed.data.summary_words import be_for, is_anatomy, sentence_case, stems
+from vmed.data.summary_words import ANATOMY, LEVEL_STEMS, LUNG_PARTS, be_for, is_anatomy, sentence_case, stems
 
 __all__ = ["Plan", "plan", "DISPOSITIONS"]
 
@@ -52,10 +52,41 @@ _LINK = re.compile(r"^(?P<subject>.+?) (?:is|are|was|were|represents?|indicates?
                    r"(?: not)?(?: (?:indicative|suggestive|consistent) (?:of|with))? (?P<complement>.+)$", re.I)
 
 
+# Nouns that name an attribute of the subject, not another subject: "the shape of the liver suggests cirrhosis" is about
+# the liver ("nodular liver suggests cirrhosis").
+_ATTRIBUTE_STEMS = frozenset({"shape", "borde", "textu", "confi", "morph", "junct", "appea"})
+
+
 def _parts(f: Fact) -> tuple[frozenset, frozenset] | None:
-    """(subject stems, complement stems) of a linking clause ("X is / represents Y"), None for other facts."""
+    """(subject stems, complement stems) of a linking clause ("X is / represents Y"), None for other facts; attribute
+    nouns (shape, contour, ...) are not part of the subject."""
     m = _LINK.match(f.text) if f.kind == "clause" else None
-    return (stems(m.group("subject"))[0], stems(m.group("complement"))[0]) if m else None
+    return (stems(m.group("subject"))[0] - _ATTRIBUTE_STEMS, stems(m.group("complement"))[0]) if m else None
+
+
+_OTHER_ORGANS = frozenset().union(*(stems(a)[0] for a in ANATOMY)) - {"lung", "left", "right"} - LEVEL_STEMS - LUNG_PARTS
+_PLACE_NOISE = frozenset({"near", "field", "zone"})
+
+
+def _expand(s: frozenset) -> frozenset:
+    """A place's stems with what they imply: a lobe, apex or base with no other organ is in the lung; a lung place is
+    also SLAKE's "lobe" (its word for a lung); a side of the chest is that lung's."""
+    if (s & LUNG_PARTS and not s & _OTHER_ORGANS) or "chest" in s:  # "the lower left chest": the left lung's place
+        s = s | {"lung"}
+    return s | {"lobe"} if "lung" in s else s
+
+
+def _contains(general: frozenset, specific: frozenset) -> bool:
+    """Does a positive statement say less than another one about the same thing in a place inside its place: "the lesion
+    is in the right lung" / "... in the right upper lobe"; "pneumonia in both lungs" / "... in the lower right lung"
+    (sides: the general one's include the specific one's; no side is any side)."""
+    gs, ps = general & SIDE_WORDS_STEMS, specific & SIDE_WORDS_STEMS
+    if "norma" in general | specific or (gs and not gs >= ps):
+        return False  # "normal" statements: the general one says more; never another side
+    g, p = general - SIDE_WORDS_STEMS - _PLACE_NOISE, specific - SIDE_WORDS_STEMS - _PLACE_NOISE
+    place_words = LEVEL_STEMS | LUNG_PARTS | _OTHER_ORGANS | {"lung"}
+    # a finding (not a bare organ) in both, and the specific one adds only a place
+    return bool(g - place_words) and g <= _expand(p) and p - g <= place_words and general != specific
 
 
 def _same(a: tuple[frozenset, bool], b: tuple[frozenset, bool], pa=None, pb=None) -> bool:
@@ -72,9 +103,13 @@ def _same(a: tuple[frozenset, bool], b: tuple[frozenset, bool], pa=None, pb=None
     (small, p_small), (large, p_large) = sorted(((sa, pa), (sb, pb)), key=lambda x: len(x[0]))
     if not na and not small & SIDE_WORDS_STEMS and len(small) > 1 and small < large and p_small is None and p_large:
         return True  # "there is a pulmonary mass" is said by "the mass is in the right lung"
+    if not na and (_contains(sa, sb) or _contains(sb, sa)):
+        return True  # one place inside the other: "the lesion is in the right lung" / "... in the right upper lobe"
     if (sa & SIDE_WORDS_STEMS) != (sb & SIDE_WORDS_STEMS):
         return False
-    if sa <= sb or sb <= sa or len(sa & sb) / len(sa | sb) > 0.5:
+    side = {" sides"} if sa & SIDE_WORDS_STEMS else set()  # the sides are equal: they count once ("both" = left right)
+    ca, cb = sa - SIDE_WORDS_STEMS | side, sb - SIDE_WORDS_STEMS | side
+    if sa <= sb or sb <= sa or (ca | cb and len(ca & cb) / len(ca | cb) > 0.5):
         return True
     if pa and pb and pa[1] and pb[1] and pa[0] and pb[0] and (pa[1] <= pb[1] or pb[1] <= pa[1]):
         shared = len(pa[0] & pb[0]) / min(len(pa[0]), len(pb[0]))
@@ -88,18 +123,24 @@ _ABNORMAL_IS = re.compile(r"^(?P<place>.+?) (?:is|are|looks?|appears?|(?:does|do
 _FINDING_AT = re.compile(r"^(?P<what>.+?) (?:is|are|can be observed|can be seen) (?:in|on|at|within|under|above|below|near)\b", re.I)
 
 
-def _abnormal_place(f: Fact) -> frozenset | None:
-    """The place an "abnormality here" fact names ("the left lung is abnormal", "the abnormality is in the left lung",
-    "abnormalities in the patient's left lung are seen"); None for other facts. An empty set: somewhere."""
+def _abnormal_places(f: Fact, region: frozenset = frozenset()) -> list[frozenset] | None:
+    """The places an "abnormality here" fact names ("the left lung is abnormal", "the abnormality is in the liver and the
+    kidney", "abnormalities in the patient's left chest are seen"), one per place; None for other facts. The image's
+    region (the lead's "chest") names no place; an empty set: somewhere."""
+    if re.search(r"\b(?:other|besides|another|additional)\b", f.text, re.I):
+        return None  # "other abnormalities besides the mass": more than the finding
     if f.kind == "present" and f.text.lower().startswith("abnormalit"):
-        return stems(f"{f.text} {f.where}")[0] - {"lesio"}
-    if f.kind != "clause":
+        text = f"{f.text} {f.where}"
+    elif f.kind != "clause":
         return None
-    m = _GENERIC_SUBJECT.match(f.text)
-    if m:
-        return stems(m.group(1))[0]
-    m = _ABNORMAL_IS.match(f.text)
-    return stems(m.group("place"))[0] if m and stems(f.text)[1] else None  # "abnormal" / "not normal": polarity negative
+    elif _GENERIC_SUBJECT.match(f.text):
+        text = _GENERIC_SUBJECT.match(f.text).group(1)  # type: ignore[union-attr]
+    else:
+        m = _ABNORMAL_IS.match(f.text)
+        if not (m and stems(f.text)[1]):  # "abnormal" / "not normal": polarity negative
+            return None
+        text = m.group("place")
+    return [stems(part)[0] - {"lesio"} - region for part in re.split(r",\s*|\s+and\s+", text)]
 
 
 def _finding(f: Fact) -> frozenset | None:
@@ -113,22 +154,38 @@ def _finding(f: Fact) -> frozenset | None:
     return None
 
 
-def _implied(i: int, facts: list[Fact]) -> bool:
-    """Is ``facts[i]`` an "abnormality here" fact another one already carries: a finding in that place ("the lung is
-    abnormal" after "the mass is in the right lung"; "the findings are not normal" after any finding), or a more
-    specific "abnormality here" ("the abnormality is in the lower left lung" carries "the lung is abnormal"; of two
-    with the same place the first is kept)."""
-    place = _abnormal_place(facts[i])
-    if place is None:
+def _implied(i: int, facts: list[Fact], region: frozenset = frozenset()) -> bool:
+    """Is ``facts[i]`` an "abnormality here" fact other ones already carry: each of its places ("the abnormality is in
+    the liver and the kidney": two) named by a finding there ("the lung is abnormal" after "the mass is in the right
+    lung"; "the liver" by "liver cancer"; "the findings are not normal" after any finding), or by a more specific
+    "abnormality here" ("the abnormality is in the lower left lung" carries "the lung is abnormal"; of two with the same
+    place the first is kept). A lobe, apex or base of a lung is in that lung (``_expand``)."""
+    places = _abnormal_places(facts[i], region)
+    if places is None:
         return False
-    for k, g in enumerate(facts):
-        if k == i:
-            continue
-        found = _finding(g)
-        other = _abnormal_place(g)
-        if (found is not None and place <= found) or (other is not None and place <= other and (place != other or k < i)):
-            return True
-    return False
+    def said(place: frozenset) -> bool:
+        for k, g in enumerate(facts):
+            if k == i:
+                continue
+            found = _finding(g)
+            others = _abnormal_places(g, region)
+            if found is not None and place <= _expand(found):
+                return True
+            if others and len(others) == 1 and place <= _expand(others[0]) and (place != others[0] or k < i):
+                return True
+        return False
+    sided = [q - {side} if q >= SIDE_WORDS_STEMS else q for q in places for side in SIDE_WORDS_STEMS]
+    return all(said(p) for p in sided)  # "both lungs": the left one and the right one
+
+
+def _says_more(new: tuple[frozenset, bool], old: tuple[frozenset, bool]) -> bool:
+    """Of two equivalent statements, does ``new`` say more: of a place and a place inside it the more specific one,
+    unless the general one names more sides ("both lungs"); else the one with more stems."""
+    (n, neg), o = new, old[0]
+    if not neg and _contains(o, n) != _contains(n, o):
+        sides_n, sides_o = n & SIDE_WORDS_STEMS, o & SIDE_WORDS_STEMS
+        return sides_n > sides_o if _contains(n, o) else not sides_o > sides_n
+    return len(n) > len(o)
 
 
 def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int, str]) -> list[tuple[int, Fact]]:
@@ -143,7 +200,7 @@ def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int
         match = next((k for k, (_, g, ks) in enumerate(kept) if _same(sig, ks, parts, _parts(g))), None)
         if match is None:
             kept.append((i, f, sig))
-        elif len(sig[0]) > len(kept[match][2][0]):  # the new one says more: it takes the old one's place
+        elif _says_more(sig, kept[match][2]):  # the new one says more: it takes the old one's place
             disp.setdefault(kept[match][0], "redundant")
             kept[match] = (i, f, sig)
         else:
@@ -161,25 +218,44 @@ def _dedupe(found: list[tuple[int, Fact]], lead_stems: frozenset, disp: dict[int
         generic = f.kind == "present" and f.text.lower() in _GENERIC and specific
         shadowed = f.kind == "organ" and not f.negative and stems(f.text)[0] <= named  # "the liver is on the left" says it
         inside = f.kind == "present" and any(g is not f and f.text.lower() in g.text.lower() for _, g in out)
-        if generic or shadowed or inside or _implied(k, [g for _, g in out]):
+        if generic or shadowed or inside or _implied(k, [g for _, g in out], lead_stems):
             disp.setdefault(i, "redundant")
         else:
             result.append((i, f))
     return result
 
 
+_LOCATED = re.compile(r"^(?:the )?(?P<what>.+?) (?:is|are) (?P<where>(?:in|on|at|within)\b.+)$", re.I)
+
+
 def _merge_place(facts: list[tuple[int, Fact]], disp: dict[int, str]) -> list[tuple[int, Fact]]:
-    """One finding and 'the abnormality is in the left lung': 'Nodule is seen in the left lung.'"""
+    """A finding and its place said apart become one: one finding and "the abnormality is in the left lung" -> "Nodule
+    is seen in the left lung"; "pleural effusion" and "the effusion is on the left" -> "Pleural effusion is seen on the
+    left" (the place's subject is that one finding's head noun; the finding has no place and no side of its own)."""
     present = [k for k, (_, f) in enumerate(facts) if f.kind == "present" and not f.where]
     places = [k for k, (_, f) in enumerate(facts) if f.kind == "clause" and _GENERIC_SUBJECT.match(f.text)]
-    if len(present) != 1 or len(places) != 1:
-        return facts
-    p, w = present[0], places[0]
-    place = _GENERIC_SUBJECT.match(facts[w][1].text)
-    assert place is not None  # w was chosen because it matches
-    facts[p] = (facts[p][0], replace(facts[p][1], where=place.group(1)))
-    disp[facts[w][0]] = "stated"  # said, inside the finding's sentence
-    return [x for k, x in enumerate(facts) if k != w]
+    if len(present) == 1 and len(places) == 1:
+        p, w = present[0], places[0]
+        place = _GENERIC_SUBJECT.match(facts[w][1].text)
+        assert place is not None  # w was chosen because it matches
+        facts[p] = (facts[p][0], replace(facts[p][1], where=place.group(1)))
+        disp[facts[w][0]] = "stated"  # said, inside the finding's sentence
+        return [x for k, x in enumerate(facts) if k != w]
+    drop = set()
+    for w, (i, f) in enumerate(facts):
+        m = _LOCATED.match(f.text) if f.kind == "clause" and not f.negative and not stems(f.text)[1] else None
+        what = stems(m.group("what"))[0] if m and not is_anatomy(m.group("what")) else frozenset()
+        if not what or what & SIDE_WORDS_STEMS:
+            continue
+        owners = [k for k in present if k not in drop and what <= stems(facts[k][1].text)[0]
+                  and stems(facts[k][1].text.split()[-1])[0] <= what  # its head noun: "pleural effusion"
+                  and not stems(facts[k][1].text)[0] & SIDE_WORDS_STEMS and not stems(facts[k][1].text)[1]]
+        if len(owners) == 1 and not facts[owners[0]][1].where:
+            k = owners[0]
+            facts[k] = (facts[k][0], replace(facts[k][1], where=m.group("where")))  # type: ignore[union-attr]
+            disp[i] = "stated"
+            drop.add(w)
+    return [x for k, x in enumerate(facts) if k not in drop]
 
 
 def _series(items: Sequence[str], conj: str) -> str:

@@ -171,7 +171,8 @@ FUNCTION_WORDS = {
     "has", "have", "it", "its", "picture", "findings", "include", "appears", "appear", "some", "both", "by", "as", "than",
 }
 _WORD_SYNONYMS = {"larger": "enlar", "bigger": "enlar", "enlarged": "enlar", "enlargement": "enlar", "large": "enlar",
-                  "abnormality": "lesio", "abnormalities": "lesio", "lesion": "lesio", "lesions": "lesio", "pathology": "lesio"}
+                  "abnormality": "lesio", "abnormalities": "lesio", "lesion": "lesio", "lesions": "lesio",
+                  "pathology": "lesio", "altered": "norma", "unaltered": "norma"}
 _SYNONYMS = {"healt": "norma", "abnor": "norma", "unhea": "norma",
              "patho": "norma", "disea": "norma", "organ": "", "syste": "", "main": "", "part": "", "regio": "", "area": "",
              "exist": "", "locat": "", "study": "", "obser": "", "appea": "", "looks": "", "look": "", "show": "",
@@ -211,8 +212,16 @@ EQUIVALENT_WORDS = {
     "given": ("given", "received", "receive", "receives", "administered"),    # "IV contrast was given" = "... received"
     "": ("represent", "represents", "indicate", "indicates", "indicated", "indicative", "suggest", "suggests",
          "suggestive", "depict", "depicts", "size", "patient", "patients", "s", "side", "sided", "also",
-         "composition", "composed", "made", "primarily", "mainly", "mostly"),  # "the composition of the mass is fat"
+         "composition", "composed", "made", "primarily", "mainly", "mostly",  # "the composition of the mass is fat"
+         "evidence", "evinced", "evident"),                                     # "evidence of X" says X
 }
+# "Not normal" words: each flips the polarity and folds to "normal" ("the junction is altered" = "... is not normal");
+# a denied abnormality is read the same way: "no abnormalities with X" = "X is not abnormal" = "X is normal".
+ABNORMAL_WORDS = {"abnormal", "unhealthy", "altered"}
+# Words that name where a finding is in the lungs: a lobe, apex or base of a lung is inside that lung (SLAKE says "the
+# right lobe" for the right lung).
+LUNG_PARTS = frozenset({"lobe", "apex", "apica", "base", "basal", "field", "zone"})
+LEVEL_STEMS = frozenset({"upper", "lower", "middl", "mid"})
 _EQUIVALENT = {w: stem for stem, words in EQUIVALENT_WORDS.items() for w in words}
 
 
@@ -237,8 +246,14 @@ def stems(text: str) -> tuple[frozenset[str], bool]:
     the words imply."""
     out, negative = set(), False
     text = re.sub(r"\b(hyper|hypo)[- ](dense|density|densities|intense|intensity|attenuat\w*)\b", r"\1\2", text.lower())
+    text = re.sub(r"\bloss of (?:the )?normal\b", "abnormal", text)  # "loss of normal X" = "abnormal X"
+    text = re.sub(r"\b(?:no|not any) (?:\w+ )?abnormalit(?:y|ies)\b", "normal", text)  # = "not abnormal" = "normal"
+    text = re.sub(r"\bthan (?:the )?(?:left|right)(?: one| side)?\b", "than", text)  # a comparison, not a side
+    text = re.sub(r"\b(?:by|in|on) (?:this|the) (?:[a-z]+ )?(?:image|picture|scan|film)\b", "", text)  # the image itself
+    text = re.sub(r"\bbilateral(?:ly)?\b|\bboth (?=(?:[a-z]+ )?(?:lungs?|kidneys?|sides?|breasts?|eyes?|lobes?|ovar|adrenal|"
+                  r"hemisphere|lung fields?)\b)", "left right ", text)  # both sides
     for w in re.findall(r"[a-z0-9]+", text):
-        if w in ("no", "not", "none", "nothing", "without", "abnormal", "unhealthy"):
+        if w in ("no", "not", "none", "nothing", "without") or w in ABNORMAL_WORDS:
             negative = not negative
         if w in FUNCTION_WORDS:
             continue
