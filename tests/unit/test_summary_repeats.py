@@ -45,6 +45,9 @@ from vmed.data.summary_words import stems
         pytest.param([T("Is the corticomedullary differentiation altered?", "Yes"),
                       T("What is evinced by this kidney image?", "Loss of normal corticomedullary differentiation")],
                      "The corticomedullary differentiation is altered.", id="altered-is-loss-of-normal"),
+        pytest.param([T("Are there abnormalities in the contrast between cortex and medulla?", "Yes"),
+                      T("Is the cortex-medulla junction altered?", "Yes")],
+                     "The cortex-medulla junction is altered.", id="abnormality-in-a-junction-is-it-altered"),
     ],
 )
 def test_one_thing_is_said_once(turns, expected):

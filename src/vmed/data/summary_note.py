@@ -5,13 +5,20 @@ said twice, orders and caps the statements, and returns the text with one dispos
 
 - ``stated``: in the summary (the lead, a statement, or merged into one);
 - ``redundant``: its content is already carried by the lead or another statement (same polarity, content stems a subset,
-  or more than half shared; different sides never match: "left kidney" is not "right kidney");
+  or more than half shared; different sides never match: "left kidney" is not "right kidney"; "than the left" is a
+  comparison, not a side; "no abnormalities with X" = "X is not abnormal", "altered" and "loss of normal" = "abnormal");
+  a place inside another one says more ("the lesion is in the right lung" / "... in the right upper lobe": a lobe,
+  apex, base or field of a lung is in that lung, and SLAKE's "right lobe" is the right lung) and is kept, unless the
+  general one names more sides ("in both lungs"); linking clauses with one complement whose subjects differ only by an
+  attribute noun ("the shape of the liver" / "nodular liver" suggests cirrhosis); an "abnormality here" whose every
+  place ("in the liver and the kidney"; the lead's region names none) a finding there names ("liver cancer");
 - ``unbuildable``: no sentence could be built with confidence; ``not_image_fact``: speculative, textbook or unsure;
 - ``cut``: a fact beyond ``max_findings`` or the word cap (least important first).
 
 Order: findings present ("There is a pneumothorax"; several: "Findings include ..."), other positive statements, the
 organs seen ("Liver and spleen are visible; no kidney"), findings absent ("no fracture or effusion is seen"), negative
-statements. An organ that another statement names is not listed as visible again.
+statements. An organ that another statement names is not listed as visible again. A finding and its place said apart
+become one ("pleural effusion" + "the effusion is on the left" -> "Pleural effusion is seen on the left").
 """
 
 from __future__ import annotations
@@ -119,7 +126,7 @@ def _same(a: tuple[frozenset, bool], b: tuple[frozenset, bool], pa=None, pb=None
 
 SIDE_WORDS_STEMS = frozenset({"left", "right"})  # laterality: "left kidney" never paraphrases "right kidney"
 _ABNORMAL_IS = re.compile(r"^(?P<place>.+?) (?:is|are|looks?|appears?|(?:does|do) not (?:look|appear)|(?:is|are) not) "
-                          r"(?:abnormal|not normal|normal|not healthy|unhealthy|affected)$", re.I)
+                          r"(?:abnormal|not normal|normal|not healthy|unhealthy|affected|altered)$", re.I)
 _FINDING_AT = re.compile(r"^(?P<what>.+?) (?:is|are|can be observed|can be seen) (?:in|on|at|within|under|above|below|near)\b", re.I)
 
 
@@ -140,7 +147,8 @@ def _abnormal_places(f: Fact, region: frozenset = frozenset()) -> list[frozenset
         if not (m and stems(f.text)[1]):  # "abnormal" / "not normal": polarity negative
             return None
         text = m.group("place")
-    return [stems(part)[0] - {"lesio"} - region for part in re.split(r",\s*|\s+and\s+", text)]
+    # attribute nouns name no other place: "the contrast between white and grey matter" = "the gray-white matter junction"
+    return [stems(part)[0] - {"lesio", "contr", "betwe"} - _ATTRIBUTE_STEMS - region for part in re.split(r",\s*|\s+and\s+", text)]
 
 
 def _finding(f: Fact) -> frozenset | None:
