@@ -179,7 +179,7 @@ def _implied(i: int, facts: list[Fact], region: frozenset = frozenset()) -> bool
             others = _abnormal_places(g, region)
             if found is not None and place <= _expand(found):
                 return True
-            if others and len(others) == 1 and place <= _expand(others[0]) and (place != others[0] or k < i):
+            if others and any(place <= _expand(o) and (place != o or k < i) for o in others):
                 return True
         return False
     sided = [q - {side} if q >= SIDE_WORDS_STEMS else q for q in places for side in SIDE_WORDS_STEMS]
@@ -257,6 +257,7 @@ def _merge_place(facts: list[tuple[int, Fact]], disp: dict[int, str]) -> list[tu
             continue
         owners = [k for k in present if k not in drop and what <= stems(facts[k][1].text)[0]
                   and stems(facts[k][1].text.split()[-1])[0] <= what  # its head noun: "pleural effusion"
+                  and not re.search(r"\bnon\b", facts[k][1].text, re.I)  # "non-enhancing tumor" is no "enhancing tumor"
                   and not stems(facts[k][1].text)[0] & SIDE_WORDS_STEMS and not stems(facts[k][1].text)[1]]
         if len(owners) == 1 and not facts[owners[0]][1].where:
             k = owners[0]
