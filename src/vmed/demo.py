@@ -28,7 +28,8 @@ from vmed.config import TrainConfig, load_config
 # lazy: the training, inference and evaluation packages (and torch under them) are imported inside the functions:
 # run_demo must call passive_omp_waiting() before torch loads, because libgomp reads OMP_WAIT_POLICY only then
 
-__all__ = ["passive_omp_waiting", "DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate"]
+__all__ = ["passive_omp_waiting", "DEMO_PHANTOMS", "DEMO_HISTORY", "TARGETS", "stage_yaml", "demo_configs", "run_demo", "evaluate",
+           "side_yes_no_by_layout"]
 
 DEMO_PHANTOMS = {"n": 2400, "size": 64}
 """Phantom set of the demo (``vmed data phantom --n 2400``). 2,400 phantoms for 12 stage-3 epochs rather than
@@ -141,6 +142,26 @@ def _figures(metrics: dict) -> dict[str, Any]:
     return out
 
 
+def side_yes_no_by_layout(test_jsonl: Path, row_scores: Path) -> dict[str, dict[str, float | int]]:
+    """Strict accuracy of the yes/no side questions ("Is there a lesion on the left side?") per lesion layout of the
+    image (``none``, ``left``, ``right``, ``both``), from the evaluation's own ``row_scores.jsonl``.
+
+    On one-sided images (``left`` / ``right``) the answer is an exclusive-or of the question's side word and the image's
+    side, the part the tiny model does not learn (docs/training.md, "The demo"); the report shows it apart so that the
+    closed accuracy cannot hide it."""
+    from vmed.data.schema import read_jsonl
+
+    layout = {r.id: (r.meta or {}).get("layout") or "none" for r in read_jsonl(test_jsonl)}
+    question = {(r.id, i): t.question for r in read_jsonl(test_jsonl) for i, t in enumerate(r.turns)}
+    tally: dict[str, list[float]] = {}
+    for line in row_scores.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        q = question.get((row["id"], row["turn"]), "")
+        if row.get("answer_type") == "closed" and row.get("question_type") == "POS" and q.startswith("Is there a lesion on the "):
+            tally.setdefault(layout.get(row["id"], "none"), []).append(float(row["closed_accuracy_strict"]))
+    return {k: {"accuracy": round(sum(v) / len(v), 4), "questions": len(v)} for k, v in sorted(tally.items())}
+
+
 def evaluate(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: Any = None) -> dict[str, Any]:
     """``model_dir`` on the dialogues of ``test_jsonl``, with real and with blank images.
 
@@ -168,11 +189,14 @@ def evaluate(model_dir: Path, test_jsonl: Path, work_dir: Path, engine: Any = No
                  max_new_tokens=48, limit=None, progress=False, model_path=str(model_dir), command="vmed demo")
         score_file(work_dir / sub / "predictions.jsonl", work_dir / sub, options=ScoreOptions(meteor=False), command="vmed demo")
         figures = _figures(json.loads((work_dir / sub / "metrics.json").read_text(encoding="utf-8")))
+        figures["side_yes_no_by_layout"] = side_yes_no_by_layout(Path(test_jsonl), work_dir / sub / "row_scores.jsonl")
         for key, value in figures.items():
             if key in ("closed_questions", "summaries"):
                 out[key] = value
             elif key.endswith("_by_type"):
                 out[key.replace("_by_type", f"{suffix}_by_type")] = value
+            elif key == "side_yes_no_by_layout":
+                out[key + suffix] = value
             else:
                 out[key + suffix] = value
     out["report"] = str(work_dir / "eval" / "report.md")
@@ -217,6 +241,10 @@ def _print_scores(scores: dict[str, Any]) -> None:
     for kind, acc in scores["closed_accuracy_by_type"].items():
         blank = scores["closed_accuracy_blank_images_by_type"].get(kind)
         print(f"    closed {kind:<10} real {acc:.3f}   blank {blank if blank is not None else float('nan'):.3f}")
+    for layout, real in scores.get("side_yes_no_by_layout", {}).items():
+        blank = scores.get("side_yes_no_by_layout_blank_images", {}).get(layout, {}).get("accuracy")
+        print(f"    side yes/no, {layout + ' lesions':<14} real {real['accuracy']:.3f}   blank "
+              f"{blank if blank is not None else float('nan'):.3f}   ({real['questions']} questions)")
     for kind, acc in scores["open_exact_match_by_type"].items():
         print(f"    open   {kind:<10} exact match {acc:.3f}")
     print(f"  full evaluation report: {scores['report']}")
@@ -271,6 +299,7 @@ def run_demo(output: str | Path, *, n: int | None = None, seed: int = 0) -> dict
     report = {
         **{k: scores[k] for k in ("closed_accuracy", "closed_accuracy_blank_images")},
         **{k + sfx: scores[k + sfx] for k in SUMMARY_METRICS for sfx in ("", "_blank_images")},
+        "side_yes_no_by_layout": scores.get("side_yes_no_by_layout"),
         "targets": {**{k: f"{op} {bound}" for k, (op, bound) in TARGETS.items()},
                     "summary_cider_d_blank_images": "<= summary_cider_d / 2"},
         "checks": checks,

@@ -201,7 +201,18 @@ def _ask_side(f: Findings, form: str) -> Turn | None:
         return None
     if form == "open":
         return Turn(Q.SIDE_ONE if f.count == 1 else Q.SIDE_MANY, f.layout, "open", "POS")
-    return Turn(side_closed_question(form), _yes(f.layout == form), "closed", "POS")
+    return Turn(side_closed_question(form), _yes(f.layout in (form, "both")), "closed", "POS")
+
+
+def _side_forms(f: Findings) -> tuple[Hashable, Sequence[str]]:
+    """The side question's forms per stratum; see ``QUESTION_KINDS["side"]`` for the proportions."""
+    if f.count == 0:
+        return "none", ("left", "right", "skip", "skip")
+    if f.layout == "both":
+        return "both", ("open", "open", "left", "left", "left", "right", "right", "right")
+    if f.count == 1:
+        return (True, f.layout), ("open", "open", "left", "right")
+    return (False, f.layout), ("open", "skip", "left", "right")
 
 
 def _ask_size(f: Findings, form: str) -> Turn:
@@ -236,13 +247,17 @@ QUESTION_KINDS: dict[str, QuestionKind] = {
     "count": QuestionKind(
         "count", "COUNT", lambda f: (f.count, ("ask",)), lambda f, _: Turn(Q.COUNT, str(f.count), "open", "COUNT")
     ),
-    # one-sided images: open 1/2, "left?" 1/4, "right?" 1/4; both-sided: open 1/2, not asked 1/2.
+    # "Is there a lesion on the left side?" means what it says: yes when a lesion lies in that half (one-sided or both).
+    # It is asked of every image, so its presence says nothing about the layout. Per stratum (share of all images):
+    # lesion-free (1/4): "left?" 1/4, "right?" 1/4 (both "no"), none 1/2; one lesion (1/8 left, 1/8 right): open 1/2,
+    # "left?" 1/4, "right?" 1/4; 2-3 lesions on one side (1/6 each side): open 1/4, "left?" 1/4, "right?" 1/4, none
+    # 1/4; on both sides (1/6): open 1/4, "left?" 3/8, "right?" 3/8 (both "yes"). Every text is then 50/50 yes/no and
+    # the open 2-3-lesion form is left/right/both 1/3 each. The old design asked yes/no only of one-sided images,
+    # which made the answer an exclusive-or of the word and the image side (docs/training.md, "The demo").
     "side": QuestionKind(
         "side",
         "POS",
-        lambda f: None
-        if f.count == 0
-        else ((f.count == 1, f.layout), ("open", "skip") if f.layout == "both" else ("open", "open", "left", "right")),
+        _side_forms,
         _ask_side,
     ),
     "size": QuestionKind(
