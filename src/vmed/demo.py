@@ -151,8 +151,9 @@ def side_yes_no_by_layout(test_jsonl: Path, row_scores: Path) -> dict[str, dict[
     closed accuracy cannot hide it."""
     from vmed.data.schema import read_jsonl
 
-    layout = {r.id: (r.meta or {}).get("layout") or "none" for r in read_jsonl(test_jsonl)}
-    question = {(r.id, i): t.question for r in read_jsonl(test_jsonl) for i, t in enumerate(r.turns)}
+    records = read_jsonl(test_jsonl)
+    layout = {r.id: (r.meta or {}).get("layout") or "none" for r in records}
+    question = {(r.id, i): t.question for r in records for i, t in enumerate(r.turns)}
     tally: dict[str, list[float]] = {}
     for line in row_scores.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
